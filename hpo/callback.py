@@ -1,0 +1,184 @@
+"""The driver's Ray Tune callback: trial results -> MLflow runs, trial records, progress line."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray.tune import Callback
+
+from hpo.space import Distribution
+from hpo.spec import Spec
+from hpo.tracking import Tracker
+from hpo.tune import decode
+
+__all__ = ["StudyCallback", "TrialRecord", "trial_label"]
+
+#: Below this train and val accuracy (as a multiple of chance) a trial is "underfitting".
+UNDERFIT_OVER_CHANCE = 3.0
+
+
+@dataclass
+class TrialRecord:
+    """One trial of the study, as the driver saw it."""
+
+    round: int
+    index: int  # 1-based, in creation (= sampling) order within the round
+    trial_id: str
+    params: dict[str, Any]  # every resolved hyperparameter
+    sampled: dict[str, Any]  # only the searched ones
+    run_id: str | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    status: str = "running"  # running | ok | diverged | overfitting | underfitting | failed
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.round}-{self.index:02d}"
+
+    @property
+    def last(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+    def metric(self, key: str) -> float | None:
+        value = self.last.get(key)
+        return float(value) if value is not None and math.isfinite(value) else None
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in ("running", "failed")
+
+
+def trial_label(record: TrialRecord) -> str:
+    """Reads well in the MLflow UI: "trial 2-07 lr=3.1e-02 relu/he/bn"."""
+    p = record.params
+    parts = [f"trial {record.name}"]
+    for key in ("lr", "weight_decay", "dropout"):
+        if key in record.sampled:
+            parts.append(f"{'wd' if key == 'weight_decay' else key}={p[key]:.1e}")
+    parts.append(f"{p.get('activation')}/{p.get('init')}/{'bn' if p.get('batchnorm') else 'nobn'}")
+    return " ".join(parts)
+
+
+def _trial_index(trial_id: str, fallback: int) -> int:
+    tail = trial_id.rsplit("_", 1)[-1]
+    return int(tail) + 1 if tail.isdigit() else fallback
+
+
+class StudyCallback(Callback):
+    """Receives Tune's trial events in the driver, in order."""
+
+    def __init__(self, *, spec: Spec, ranges: Mapping[str, Distribution], round_index: int,
+                 round_run: str, tracker: Tracker, total: int, quiet: bool = False,
+                 num_classes: int = 10) -> None:
+        self.spec, self.ranges, self.round = spec, dict(ranges), round_index
+        self.round_run, self.tracker, self.total, self.quiet = round_run, tracker, total, quiet
+        self.num_classes = num_classes
+        self.records: dict[str, TrialRecord] = {}
+        self._tty = sys.stderr.isatty()
+        self._milestone = 0
+
+    # -- Tune hooks ---------------------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id in self.records:  # a retry of a failed trial: same record, same run
+            self.records[trial.trial_id].status = "running"
+            return
+        sampled = decode(self.ranges, trial.config) if self.ranges else {}
+        record = TrialRecord(
+            round=self.round, index=_trial_index(trial.trial_id, len(self.records) + 1),
+            trial_id=trial.trial_id, params=self.spec.resolve(sampled), sampled=sampled,
+        )
+        record.run_id = self.tracker.start_run(
+            trial_label(record), parent=self.round_run, params=record.params,
+            tags={"hpo.round": str(self.round), "hpo.trial": record.name,
+                  "hpo.status": "running", "hpo.kind": "trial"},
+        )
+        self.records[trial.trial_id] = record
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        record = self.records.get(trial.trial_id)
+        if record is None:
+            return
+        metrics = {k: result[k] for k in ("train_loss", "train_accuracy", "val_loss",
+                                          "val_accuracy", "gap", "diverged") if k in result}
+        record.history.append(metrics)
+        self.tracker.buffer_metrics(record.run_id, metrics, step=int(result.get("epoch", 0)))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        record = self.records.get(trial.trial_id)
+        if record is None:
+            return
+        record.status = self._status(record)
+        tags = {"hpo.status": record.status, "hpo.epochs": len(record.history)}
+        self.tracker.set_tags(record.run_id, tags)
+        self.tracker.end_run(record.run_id, "FINISHED")
+        self._progress(trials)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        record = self.records.get(trial.trial_id)
+        if record is None:
+            return
+        record.status = "failed"
+        error = getattr(trial, "error_file", None)
+        record.error = _first_error_line(trial)
+        self.tracker.set_tags(record.run_id, {"hpo.status": "failed",
+                                              "hpo.error": record.error or str(error)})
+        self.tracker.end_run(record.run_id, "FAILED")
+        self._progress(trials)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _status(self, record: TrialRecord) -> str:
+        last = record.last
+        if last.get("diverged"):
+            return "diverged"
+        train, val = last.get("train_accuracy", 0.0), last.get("val_accuracy", 0.0)
+        if train - val > self.spec.gap.threshold:
+            return "overfitting"
+        if max(train, val) < min(0.5, UNDERFIT_OVER_CHANCE / self.num_classes):
+            return "underfitting"
+        return "ok"
+
+    def best(self) -> TrialRecord | None:
+        metric, mode = self.spec.search.metric, self.spec.search.resolved_mode
+        done = [r for r in self.records.values()
+                if r.finished and r.status != "diverged" and r.metric(metric) is not None]
+        if not done:
+            return None
+        return (max if mode == "max" else min)(done, key=lambda r: r.metric(metric))
+
+    def _progress(self, trials: list) -> None:
+        if self.quiet:
+            return
+        done = sum(1 for r in self.records.values() if r.status != "running")
+        best = self.best()
+        metric = self.spec.search.metric
+        best_text = f"best {metric} {best.metric(metric):.4f}" if best else "no result yet"
+        width = 24
+        filled = int(width * done / max(self.total, 1))
+        line = (f"round {self.round}/{self.spec.search.rounds} "
+                f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} trials, "
+                f"{best_text}")
+        if self._tty:
+            end = "\n" if done >= self.total else ""
+            print(f"\r{line}", end=end, file=sys.stderr, flush=True)
+        else:
+            step = max(1, self.total // 4)
+            if done >= self.total or done // step > self._milestone:
+                self._milestone = done // step
+                print(line, file=sys.stderr, flush=True)
+
+
+def _first_error_line(trial: Any) -> str:
+    error = getattr(trial, "error_message", None) or ""
+    if not error and getattr(trial, "error_file", None):
+        try:
+            with open(trial.error_file) as fh:
+                error = fh.read()
+        except OSError:
+            error = ""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else "trial raised an error"

@@ -1,0 +1,120 @@
+"""The ``hpo`` command: parse, call, print, exit. Exit codes: 0 done, 1 run-time failure, 2 input."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from hpo.errors import HpoError, InputError, Problem, SpecError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a "
+                        "local Ray started in-process)")
+    common.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's "
+                        "tracking.uri, MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    common.add_argument("--seed", type=int, help="override the study file's seed")
+    common.add_argument("--quiet", action="store_true", help="print only the final result")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    parser = argparse.ArgumentParser(
+        prog="hpo", description="Coarse-to-fine hyperparameter search for PyTorch on Ray Tune, "
+        "Optuna and MLflow.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    search = sub.add_parser("search", parents=[common], help="run a whole study")
+    search.add_argument("space", metavar="SPACE.yaml")
+    search.add_argument("--study-root", default="hpo_runs",
+                        help="where study folders live (default: ./hpo_runs)")
+    validate = sub.add_parser("validate", parents=[common],
+                              help="check a study file and print it resolved; runs nothing")
+    validate.add_argument("space", metavar="SPACE.yaml")
+    train = sub.add_parser("train", parents=[common],
+                           help="train one fixed configuration (e.g. best.yaml) and log it")
+    train.add_argument("space", metavar="CONFIG.yaml")
+    ui = sub.add_parser("ui", parents=[common], help="open the MLflow UI on the study's store")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--host", default="127.0.0.1")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed usage; wrong options are input errors
+        return 0 if exc.code == 0 else 2
+    try:
+        return _dispatch(args)
+    except HpoError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"hpo: error: {exc}" if not isinstance(exc, SpecError) else str(exc),
+              file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("hpo: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence keeps tracebacks opt-in
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(f"hpo: error: {type(exc).__name__}: {exc}\n(run again with --debug for the "
+                  f"traceback)", file=sys.stderr)
+        return 1
+
+
+def _load(args: argparse.Namespace):
+    import dataclasses
+
+    from hpo.spec import load_spec
+
+    spec = load_spec(args.space)
+    if args.seed is not None:
+        if args.seed < 0:
+            raise SpecError([Problem("--seed", "must be >= 0", args.seed, "a whole number >= 0")])
+        spec = dataclasses.replace(spec, seed=args.seed)
+    return spec
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "validate":
+        spec = _load(args)
+        print(spec.to_yaml(), end="")
+        dists = spec.distributions()
+        print(f"# valid: {len(dists)} searched parameter(s)"
+              + (f": {', '.join(dists)}" if dists else ""), file=sys.stderr)
+        return 0
+    if args.command == "search":
+        from hpo.study import run_study
+
+        spec = _load(args)
+        run_study(spec, address=args.address, tracking_uri=args.tracking_uri, quiet=args.quiet,
+                  study_root=args.study_root)
+        return 0
+    if args.command == "train":
+        from hpo.single import train_fixed
+
+        spec = _load(args)
+        train_fixed(spec, tracking_uri=args.tracking_uri, quiet=args.quiet)
+        return 0
+    if args.command == "ui":
+        from hpo.tracking import resolve_tracking_uri
+
+        uri = resolve_tracking_uri(args.tracking_uri, None)
+        mlflow = os.path.join(os.path.dirname(sys.executable), "mlflow")
+        command = [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host,
+                   "--port", str(args.port)]
+        print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it",
+              file=sys.stderr)
+        os.execv(mlflow, command)
+    raise InputError(f"unknown command {args.command!r}")  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""The study: load data, reach MLflow, then rounds of Ray Tune trials refined coarse-to-fine."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpo.errors import RunError
+from hpo.report import fmt_range, fmt_value, table
+from hpo.space import Distribution
+from hpo.spec import REGULARIZATION, Spec
+from hpo.tracking import Tracker, resolve_tracking_uri, ui_command
+
+__all__ = ["RoundSummary", "StudyResult", "run_study", "study_dir_for"]
+
+
+@dataclass
+class RoundSummary:
+    index: int
+    ranges: dict[str, Distribution]
+    run_id: str
+    best_name: str | None = None
+    best_metric: float | None = None
+    changes: list[Any] = field(default_factory=list)  # hpo.refine.Change
+    trials: int = 0
+
+
+@dataclass
+class StudyResult:
+    spec: Spec
+    records: list[Any]  # hpo.callback.TrialRecord
+    rounds: list[RoundSummary]
+    best: Any  # TrialRecord
+    study_run_id: str
+    tracking_uri: str
+    best_yaml: Path
+    stopped_early: bool = False
+
+
+def study_dir_for(spec: Spec, root: str | Path = "hpo_runs") -> Path:
+    return Path(root) / spec.name
+
+
+def _say(quiet: bool, text: str = "") -> None:
+    if not quiet:
+        print(text, flush=True)
+
+
+def run_study(
+    spec: Spec,
+    *,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    quiet: bool = False,
+    study_root: str | Path = "hpo_runs",
+) -> StudyResult:
+    """Run every round of ``spec``; input errors surface before anything is logged."""
+    import ray
+
+    from hpo.callback import StudyCallback
+    from hpo.data import load_dataset
+    from hpo.tune import run_round, start_ray
+
+    data = load_dataset(spec.data, seed=spec.seed)  # DataError (exit 2) before any logging
+    uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
+    tracker = Tracker(uri, spec.name)
+    tracker.check()  # an unreachable server fails here, before any trial
+    folder = study_dir_for(spec, study_root)
+    folder.mkdir(parents=True, exist_ok=True)
+    _say(quiet, f"study {spec.name!r}: {data.summary()}")
+
+    started_ray = start_ray(address)
+    tracker.ensure_experiment()
+    study_run = tracker.start_run(
+        spec.name, tags={"hpo.kind": "study", "hpo.seed": str(spec.seed)},
+        params={**{f"search.{k}": v for k, v in _search_params(spec).items()},
+                **{k: v for k, v in spec.fixed().items()}},
+    )
+    tracker.log_text(study_run, spec.to_yaml(), "study.yaml")
+    status = "FAILED"
+    try:
+        data_ref = ray.put(data)
+        ranges = spec.distributions()
+        rounds_total = spec.search.rounds if ranges else 1
+        trials_per_round = spec.search.trials_per_round if ranges else 1
+        records: list[Any] = []
+        summaries: list[RoundSummary] = []
+        stopped_early = False
+        for k in range(1, rounds_total + 1):
+            round_run = tracker.start_run(
+                f"round {k}", parent=study_run,
+                tags={"hpo.kind": "round", "hpo.round": str(k)},
+                params={f"range.{n}": fmt_range(d) for n, d in ranges.items()},
+            )
+            callback = StudyCallback(spec=spec, ranges=ranges, round_index=k, round_run=round_run,
+                                     tracker=tracker, total=trials_per_round, quiet=quiet,
+                                     num_classes=data.num_classes)
+            run_round(spec, ranges, round_index=k, num_trials=trials_per_round,
+                      data_ref=data_ref, storage=folder / "ray", callbacks=[callback])
+            round_records = sorted(callback.records.values(), key=lambda r: r.index)
+            records += round_records
+            summary = RoundSummary(index=k, ranges=dict(ranges), run_id=round_run,
+                                   trials=len(round_records))
+            best = callback.best()
+            if best is not None:
+                summary.best_name, summary.best_metric = best.name, best.metric(spec.search.metric)
+                tracker.log_metrics(round_run, {f"best_{spec.search.metric}": summary.best_metric})
+            summaries.append(summary)
+            if k < rounds_total and best is not None:
+                refinement = _refine(spec, ranges, round_records)
+                summary.changes = refinement.changes
+                tracker.log_text(round_run, json.dumps(_changes_json(refinement.changes),
+                                                       indent=2), "refinement.json")
+                _say(quiet, _round_table(spec, summary))
+                if _should_stop(spec, summaries, refinement.changes):
+                    stopped_early = True
+                    _say(quiet, f"stopping early after round {k}: no range widened and the best "
+                                f"improved by less than {spec.search.min_improvement:g}")
+                tracker.end_run(round_run)
+                ranges = refinement.ranges
+                if stopped_early:
+                    break
+            else:
+                _say(quiet, _round_table(spec, summary))
+                tracker.end_run(round_run)
+
+        best_record = _best(spec, records)
+        if best_record is None:
+            raise RunError(f"no trial of study {spec.name!r} finished with a finite "
+                           f"{spec.search.metric}; see the failed runs in MLflow ({uri})")
+        best_yaml = folder / "best.yaml"
+        best_spec = spec.with_fixed(best_record.sampled)
+        best_yaml.write_text(best_spec.to_yaml())
+        tracker.log_artifact(study_run, best_yaml)
+        finals = {f"best_{k}": v for k, v in best_record.last.items()
+                  if k in ("val_accuracy", "val_loss", "train_accuracy", "train_loss", "gap")}
+        tracker.log_metrics(study_run, finals)
+        counts = _status_counts(records)
+        tracker.set_tags(study_run, {
+            "hpo.best_trial": best_record.name,
+            "hpo.trials": len(records),
+            "mlflow.note.content": _description(spec, best_record, counts, len(summaries)),
+            **{f"hpo.trials.{s}": n for s, n in counts.items()},
+        })
+        status = "FINISHED"
+        result = StudyResult(spec=spec, records=records, rounds=summaries, best=best_record,
+                             study_run_id=study_run, tracking_uri=uri, best_yaml=best_yaml,
+                             stopped_early=stopped_early)
+        _say(quiet, final_report(result))
+        return result
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.end_run(study_run, status)
+        if started_ray:
+            ray.shutdown()
+
+
+def _search_params(spec: Spec) -> dict[str, Any]:
+    s = spec.search
+    return {"metric": s.metric, "mode": s.resolved_mode, "sampler": s.sampler,
+            "rounds": s.rounds, "trials_per_round": s.trials_per_round,
+            "scheduler": s.scheduler, "data.source": spec.data.source,
+            "data.preprocess": ",".join(spec.data.preprocess)}
+
+
+def _finished_trials(spec: Spec, records: list[Any]) -> list[Any]:
+    from hpo.refine import FinishedTrial
+
+    return [FinishedTrial(params=r.sampled, metric=r.metric(spec.search.metric),
+                          status=r.status, overfitting=r.status == "overfitting")
+            for r in records]
+
+
+def _refine(spec: Spec, ranges: dict[str, Distribution], records: list[Any]) -> Any:
+    from hpo.refine import RefineSettings, refine
+
+    s = spec.search
+    settings = RefineSettings(
+        mode=s.resolved_mode, top_fraction=s.top_fraction, edge=s.edge, widen=s.widen,
+        bounds={n: spec.hard_bounds(n) for n in ranges},
+        regularization=REGULARIZATION, adapt_regularization=spec.gap.adapt_regularization,
+    )
+    return refine(ranges, _finished_trials(spec, records), settings)
+
+
+def _should_stop(spec: Spec, summaries: list[RoundSummary], changes: list[Any]) -> bool:
+    from hpo.refine import should_stop
+
+    if len(summaries) < 2 or summaries[-1].best_metric is None:
+        return False
+    previous = [s.best_metric for s in summaries[:-1] if s.best_metric is not None]
+    if not previous:
+        return False
+    pick = max if spec.search.resolved_mode == "max" else min
+    return should_stop(previous_best=pick(previous), best=summaries[-1].best_metric,
+                       changes=changes, min_improvement=spec.search.min_improvement,
+                       mode=spec.search.resolved_mode)
+
+
+def _best(spec: Spec, records: list[Any]) -> Any:
+    metric = spec.search.metric
+    done = [r for r in records
+            if r.finished and r.status != "diverged" and r.metric(metric) is not None]
+    if not done:
+        return None
+    return (max if spec.search.resolved_mode == "max" else min)(done, key=lambda r: r.metric(metric))
+
+
+def _status_counts(records: list[Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    return counts
+
+
+def _changes_json(changes: list[Any]) -> list[dict[str, Any]]:
+    return [{"parameter": c.name, "old": c.old.to_yaml(), "new": c.new.to_yaml(),
+             "reason": c.reason, "best": _jsonable(c.best)} for c in changes]
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _round_table(spec: Spec, summary: RoundSummary) -> str:
+    metric = spec.search.metric
+    head = (f"\nround {summary.index}: {summary.trials} trials, best {metric} "
+            f"{fmt_value(summary.best_metric)} (trial {summary.best_name})")
+    if not summary.changes:
+        return head
+    rows = [(c.name, fmt_range(c.old), fmt_range(c.new), c.reason, fmt_value(c.best))
+            for c in summary.changes]
+    return head + "\n" + table(("parameter", "range", "next range", "reason", "best value"), rows)
+
+
+def _description(spec: Spec, best: Any, counts: dict[str, int], rounds: int) -> str:
+    metric = spec.search.metric
+    params = ", ".join(f"{k}={fmt_value(v)}" for k, v in best.sampled.items())
+    statuses = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    return (f"Study **{spec.name}**: {sum(counts.values())} trials in {rounds} round(s) "
+            f"({statuses}). Best: trial {best.name}, {metric} = "
+            f"{best.metric(metric):.4f}, with {params or 'the fixed configuration'}.")
+
+
+def final_report(result: StudyResult, top: int = 5) -> str:
+    spec, metric = result.spec, result.spec.search.metric
+    ranked = [r for r in result.records if r.finished and r.status != "diverged"
+              and r.metric(metric) is not None]
+    ranked.sort(key=lambda r: r.metric(metric), reverse=spec.search.resolved_mode == "max")
+    names = list(spec.distributions())
+    rows = [(r.name, r.metric(metric), r.last.get("train_accuracy"), r.status,
+             *(fmt_value(r.sampled.get(n)) for n in names)) for r in ranked[:top]]
+    lines = [f"\ntop {min(top, len(ranked))} of {len(result.records)} trials",
+             table(("trial", metric, "train_acc", "status", *names), rows)]
+    best = result.best
+    lines.append(f"\nbest configuration (trial {best.name}), {metric} = "
+                 f"{best.metric(metric):.4f}:")
+    lines += [f"  {k}: {fmt_value(v)}" for k, v in best.params.items()
+              if k in best.sampled or k in ("arch", "hidden", "epochs", "optimizer")]
+    lines.append(f"written to {result.best_yaml} (reproduce: hpo train {result.best_yaml})")
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    command = ui_command(result.tracking_uri)
+    if command.startswith("mlflow ") and mlflow_bin.exists():
+        command = f"{mlflow_bin} {command[len('mlflow '):]}"
+    lines.append(f"MLflow UI: {command}")
+    return "\n".join(lines)

@@ -1,0 +1,177 @@
+"""One trial: data -> model -> train -> per-epoch metrics. Plain PyTorch, no Ray, no MLflow.
+
+``train_trial`` is what a Ray Tune trial runs (through ``hpo.tune``) and what ``hpo train`` runs
+in-process. Data are in-memory tensors sliced by a seeded permutation; no DataLoader.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hpo.data import Dataset
+from hpo.spec import TrainConfig
+from models.config import ModelConfig
+
+__all__ = ["TrialOutcome", "build_optimizer", "evaluate", "train_trial", "model_config",
+           "train_config", "l2_penalty"]
+
+#: Train accuracy is measured in evaluation mode on this many fixed training examples.
+TRAIN_EVAL_SIZE = 1000
+#: A loss this many times the first batch's loss counts as diverged ("the loss explodes").
+DIVERGENCE_FACTOR = 10.0
+
+_MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
+_TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
+
+
+def model_config(params: Mapping[str, Any]) -> ModelConfig:
+    values = {k: v for k, v in params.items() if k in _MODEL_FIELDS}
+    if "hidden" in values:
+        values["hidden"] = tuple(int(h) for h in values["hidden"])
+    return ModelConfig(**values)
+
+
+def train_config(params: Mapping[str, Any]) -> TrainConfig:
+    return TrainConfig(**{k: v for k, v in params.items() if k in _TRAIN_FIELDS})
+
+
+@dataclass
+class TrialOutcome:
+    """What a finished trial leaves: its history and status (the model stays with the caller)."""
+
+    status: str = "ok"  # ok | diverged
+    history: list[dict[str, float]] = field(default_factory=list)
+    initial_loss: float = math.nan
+    model: nn.Module | None = None
+
+    @property
+    def last(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+    momentum = 0.0 if cfg.optimizer == "sgd" else cfg.momentum
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=momentum,
+                           nesterov=cfg.optimizer == "nesterov" and momentum > 0)
+
+
+def l2_penalty(model: nn.Module, weight_decay: float) -> torch.Tensor:
+    """0.5 * wd * sum ||W||^2 over weight matrices and kernels (not biases, not BN scales).
+
+    Regularization lives in the loss, so "turning regularization on raises the loss" is
+    observable, as the notes' second sanity check expects.
+    """
+    if weight_decay == 0:
+        return torch.zeros(())
+    total = sum((p.pow(2).sum() for n, p in model.named_parameters()
+                 if p.requires_grad and p.dim() > 1), torch.zeros(()))
+    return 0.5 * weight_decay * total
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             batch_size: int = 1024) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy in evaluation mode."""
+    if len(y) == 0:
+        return math.nan, math.nan
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for i in range(0, len(y), batch_size):
+        logits = model(x[i:i + batch_size])  # (B, classes)
+        loss_sum += nn.functional.cross_entropy(logits, y[i:i + batch_size],
+                                                reduction="sum").item()
+        correct += (logits.argmax(1) == y[i:i + batch_size]).sum().item()
+    model.train(was_training)
+    return loss_sum / len(y), correct / len(y)
+
+
+def tensors(data: Dataset) -> dict[str, torch.Tensor]:
+    """The dataset as tensors (copies: arrays from Ray's object store are read-only)."""
+    return {k: torch.from_numpy(np.array(getattr(data, k))) for k in
+            ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+
+
+def train_trial(
+    params: Mapping[str, Any],
+    data: Dataset,
+    *,
+    seed: int,
+    report: Callable[[dict[str, float]], None] | None = None,
+    keep_model: bool = False,
+) -> TrialOutcome:
+    """Train one configuration; ``report`` gets each epoch's metrics as they come.
+
+    Divergence (a non-finite loss, or one DIVERGENCE_FACTOR times the first batch's) stops the
+    trial early with status "diverged" and a last report whose metrics are the worst possible,
+    so a searcher sees a bad result rather than a missing one.
+    """
+    from models import build_model
+
+    torch.manual_seed(seed)
+    mcfg, tcfg = model_config(params), train_config(params)
+    model = build_model(mcfg, input_shape=data.input_shape, num_classes=data.num_classes)
+    optimizer = build_optimizer(model, tcfg)
+    t = tensors(data)
+    x_train, y_train = t["x_train"], t["y_train"]
+    x_eval, y_eval = x_train[:TRAIN_EVAL_SIZE], y_train[:TRAIN_EVAL_SIZE]
+    generator = torch.Generator().manual_seed(seed)
+    outcome = TrialOutcome()
+    n = len(y_train)
+
+    for epoch in range(1, tcfg.epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=generator)
+        loss_sum, seen, diverged = 0.0, 0, False
+        for i in range(0, n, tcfg.batch_size):
+            idx = order[i:i + tcfg.batch_size]
+            logits = model(x_train[idx])  # (B, classes)
+            data_loss = nn.functional.cross_entropy(logits, y_train[idx])
+            loss = data_loss + l2_penalty(model, tcfg.weight_decay)
+            value = loss.item()
+            if math.isnan(outcome.initial_loss):
+                outcome.initial_loss = value
+            if not math.isfinite(value) or value > DIVERGENCE_FACTOR * max(
+                    outcome.initial_loss, 1e-3):
+                diverged = True
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += data_loss.item() * len(idx)
+            seen += len(idx)
+        if diverged:
+            outcome.status = "diverged"
+            metrics = {"epoch": epoch, "train_loss": math.inf, "train_accuracy": 0.0,
+                       "val_loss": math.inf, "val_accuracy": 0.0, "gap": 0.0, "diverged": 1.0}
+            outcome.history.append(metrics)
+            if report:
+                report(metrics)
+            break
+        train_loss, train_acc = evaluate(model, x_eval, y_eval)
+        val_loss, val_acc = evaluate(model, t["x_val"], t["y_val"])
+        metrics = {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": train_acc,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "gap": train_acc - val_acc,
+            "diverged": 0.0,
+        }
+        outcome.history.append(metrics)
+        if report:
+            report(metrics)
+    if keep_model:
+        outcome.model = model
+    return outcome

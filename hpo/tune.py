@@ -1,0 +1,188 @@
+"""One round on Ray Tune: Optuna's seeded sampler over the round's ranges, a scheduler, resources.
+
+The driver owns everything stateful (MLflow, the progress line); trials only train and report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpo.data import Dataset
+from hpo.errors import InputError, RunError
+from hpo.space import Categorical, Distribution, Float, Int
+from hpo.spec import Spec
+
+__all__ = ["decode", "optuna_space", "round_seed", "run_round", "start_ray"]
+
+# Ray Tune's per-trial CSV/JSON/TensorBoard loggers: the driver's MLflow callback replaces them.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for hpo's own progress and tables."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in ("ray.tune", "ray.tune.analysis.experiment_analysis", "mlflow"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def start_ray(address: str | None) -> bool:
+    """Connect to ``address`` (or RAY_ADDRESS), else start Ray in-process; True if we started it."""
+    import ray
+
+    quiet_libraries()
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = dict(
+        logging_level=logging.ERROR, log_to_driver=False, configure_logging=True
+    )
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(include_dashboard=False, **kwargs)
+    except ConnectionError as exc:
+        raise RunError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
+    return not address
+
+
+def round_seed(seed: int, round_index: int) -> int:
+    """The sampler seed of round k: same study seed, same rounds."""
+    return int(np.random.SeedSequence([seed, round_index]).generate_state(1)[0])
+
+
+def _is_plain(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _key(value: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(list(value) if isinstance(value, tuple) else value,
+                          default_flow_style=True).strip()
+
+
+def optuna_space(ranges: Mapping[str, Distribution]) -> dict[str, Any]:
+    """Our distributions as Optuna's; log ranges stay log. Non-scalar choices become strings."""
+    import optuna.distributions as od
+
+    out: dict[str, Any] = {}
+    for name, dist in ranges.items():
+        if isinstance(dist, Int):
+            out[name] = od.IntDistribution(int(dist.low), int(dist.high), log=dist.log)
+        elif isinstance(dist, Float):
+            out[name] = od.FloatDistribution(dist.low, dist.high, log=dist.log)
+        elif isinstance(dist, Categorical):
+            choices = [c if _is_plain(c) else _key(c) for c in dist.choices]
+            out[name] = od.CategoricalDistribution(choices)
+        else:  # pragma: no cover - the spec admits no other kind
+            raise TypeError(f"unsupported distribution {dist!r}")
+    return out
+
+
+def decode(ranges: Mapping[str, Distribution], config: Mapping[str, Any]) -> dict[str, Any]:
+    """A sampled config back in our terms (string-encoded choices back to lists)."""
+    out = {}
+    for name, dist in ranges.items():
+        value = config[name]
+        if isinstance(dist, Categorical) and isinstance(value, str):
+            lookup = {_key(c): c for c in dist.choices if not _is_plain(c)}
+            value = lookup.get(value, value)
+        out[name] = value
+    return out
+
+
+def make_sampler(kind: str, seed: int, trials: int):
+    import optuna
+
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "qmc":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(seed=seed, scramble=True,
+                                              warn_independent_sampling=False)
+    if kind == "tpe":
+        # A third of the round (at most 10) is random start-up before TPE models the results.
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, trials // 3)))
+    raise InputError(f"search.sampler: unknown sampler {kind!r} (allowed: random | qmc | tpe)")
+
+
+def _trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
+               ranges: Mapping[str, Distribution], threads: int) -> None:
+    import torch
+    from ray import tune
+
+    from hpo.trainable import train_trial
+
+    torch.set_num_threads(threads)
+    params = spec.resolve(decode(ranges, config))
+    train_trial(params, data, seed=spec.seed, report=tune.report)
+
+
+def run_round(
+    spec: Spec,
+    ranges: Mapping[str, Distribution],
+    *,
+    round_index: int,
+    num_trials: int,
+    data_ref: Any,
+    storage: Path,
+    callbacks: Sequence[Any] = (),
+) -> None:
+    """Run one round; the callbacks see every trial start, result, completion and error."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    s = spec.search
+    mode = s.resolved_mode
+    quiet_libraries()
+    searcher = OptunaSearch(
+        space=optuna_space(ranges) if ranges else None,
+        metric=s.metric,
+        mode=mode,
+        sampler=make_sampler(s.sampler, round_seed(spec.seed, round_index), num_trials),
+    ) if ranges else None
+    if s.scheduler == "asha":
+        epochs = spec.train["epochs"]
+        max_t = int(epochs.high) if isinstance(epochs, Int) else int(epochs)
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_t,
+                                  grace_period=max(1, max_t // 8), reduction_factor=3)
+    else:
+        scheduler = FIFOScheduler()
+    cpu = s.resources_per_trial["cpu"]
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, data=data_ref, spec=spec, ranges=dict(ranges),
+                             threads=max(1, int(cpu))),
+        {"cpu": cpu, "gpu": s.resources_per_trial["gpu"]},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=s.metric, mode=mode, search_alg=searcher, scheduler=scheduler,
+            num_samples=num_trials, max_concurrent_trials=s.max_concurrent_trials,
+            reuse_actors=True, trial_dirname_creator=lambda trial: trial.trial_id,
+        ),
+        run_config=tune.RunConfig(
+            name=f"round-{round_index}",
+            storage_path=str(storage.resolve()),
+            verbose=0,
+            callbacks=list(callbacks),
+            failure_config=tune.FailureConfig(max_failures=s.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    tuner.fit()  # results reach the driver through the callbacks, as they happen

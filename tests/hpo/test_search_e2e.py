@@ -1,0 +1,167 @@
+"""End to end: `hpo search` on real Ray and a real MLflow store, read back through MLflow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from hpo.spec import load_spec
+from hpo.tune import decode, make_sampler, optuna_space, round_seed
+
+pytestmark = pytest.mark.slow
+
+STUDY = {
+    "name": "e2e-digits",
+    "seed": 3,
+    "data": {"source": "digits", "preprocess": ["zero_center", "normalize"]},
+    "model": {"hidden": [32], "activation": {"choice": ["relu", "tanh"]}, "init": "he",
+              "batchnorm": {"choice": [True, False]}},
+    "train": {"epochs": 3, "lr": {"loguniform": [1e-2, 0.5]}, "batch_size": 64},
+    "search": {"rounds": 2, "trials_per_round": 4, "sampler": "random"},
+}
+EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "gap")
+
+
+def hpo(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hpo", *args], cwd=cwd, capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("study")
+    space = folder / "space.yaml"
+    space.write_text(yaml.safe_dump(STUDY))
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    run = hpo("search", str(space), "--tracking-uri", uri, cwd=folder)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return folder, uri, run
+
+
+def runs_by_kind(uri: str) -> dict[str, list]:
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("e2e-digits")
+    assert exp is not None
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    kinds: dict[str, list] = {}
+    for r in runs:
+        kinds.setdefault(r.data.tags.get("hpo.kind"), []).append(r)
+    return kinds
+
+
+def test_run_tree_study_rounds_trials(study):
+    _, uri, _ = study
+    kinds = runs_by_kind(uri)
+    assert len(kinds["study"]) == 1 and len(kinds["round"]) == 2 and len(kinds["trial"]) == 8
+    study_run = kinds["study"][0]
+    assert study_run.info.status == "FINISHED"
+    rounds = {r.info.run_id: r for r in kinds["round"]}
+    assert all(r.data.tags["mlflow.parentRunId"] == study_run.info.run_id for r in rounds.values())
+    per_round = {r.data.tags["hpo.round"]: 0 for r in rounds.values()}
+    for t in kinds["trial"]:
+        parent = rounds[t.data.tags["mlflow.parentRunId"]]
+        assert parent.data.tags["hpo.round"] == t.data.tags["hpo.round"]
+        per_round[t.data.tags["hpo.round"]] += 1
+        assert t.data.tags["hpo.status"] in ("ok", "overfitting", "underfitting", "diverged")
+        assert t.info.status == "FINISHED"
+    assert per_round == {"1": 4, "2": 4}
+
+
+def test_trials_log_every_resolved_param_and_metrics_per_epoch(study):
+    _, uri, _ = study
+    client = MlflowClient(tracking_uri=uri)
+    spec_fields = set(load_spec_dict()["model"]) | set(load_spec_dict()["train"])
+    for t in runs_by_kind(uri)["trial"]:
+        assert spec_fields <= set(t.data.params), spec_fields - set(t.data.params)
+        assert t.data.params["hidden"] == "[32]" and t.data.params["epochs"] == "3"
+        assert 1e-2 <= float(t.data.params["lr"]) <= 0.5
+        if t.data.tags["hpo.status"] == "diverged":
+            continue
+        for key in EPOCH_METRICS:
+            history = client.get_metric_history(t.info.run_id, key)
+            assert [m.step for m in history] == [1, 2, 3], key
+        acc = client.get_metric_history(t.info.run_id, "val_accuracy")
+        assert all(0.0 <= m.value <= 1.0 for m in acc)
+
+
+def load_spec_dict() -> dict:
+    from hpo.spec import parse_spec
+
+    return parse_spec(STUDY).to_dict()
+
+
+def test_round_one_configs_are_the_seeded_samplers(study):
+    """The study's first round samples exactly what the seeded sampler gives for its seed."""
+    _, uri, _ = study
+    spec = load_spec_path(study[0])
+    ranges = spec.distributions()
+    from ray.tune.search.optuna import OptunaSearch
+
+    searcher = OptunaSearch(space=optuna_space(ranges), metric="val_accuracy", mode="max",
+                            sampler=make_sampler("random", round_seed(spec.seed, 1), 4))
+    expected = [decode(ranges, searcher.suggest(f"t{i}")) for i in range(4)]
+    trials = [t for t in runs_by_kind(uri)["trial"] if t.data.tags["hpo.round"] == "1"]
+    trials.sort(key=lambda t: t.data.tags["hpo.trial"])
+    got = [(t.data.params["activation"], t.data.params["batchnorm"], float(t.data.params["lr"]))
+           for t in trials]
+    want = [(c["activation"], str(c["batchnorm"]), c["lr"]) for c in expected]
+    for (a, b, lr), (wa, wb, wlr) in zip(got, want):
+        assert (a, b) == (wa, wb) and lr == pytest.approx(wlr, rel=1e-5)
+
+
+def load_spec_path(folder: Path):
+    return load_spec(folder / "space.yaml")
+
+
+def test_best_yaml_is_logged_and_reproduces_the_best_trial(study):
+    folder, uri, run = study
+    kinds = runs_by_kind(uri)
+    study_run = kinds["study"][0]
+    artifacts = [a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(
+        study_run.info.run_id)]
+    assert "best.yaml" in artifacts and "study.yaml" in artifacts
+    best_path = folder / "hpo_runs" / "e2e-digits" / "best.yaml"
+    best = load_spec(best_path)
+    assert best.distributions() == {}
+    best_name = study_run.data.tags["hpo.best_trial"]
+    best_trial = next(t for t in kinds["trial"] if t.data.tags["hpo.trial"] == best_name)
+    assert best.model["activation"] == best_trial.data.params["activation"]
+    best_acc = study_run.data.metrics["best_val_accuracy"]
+    assert best_acc == pytest.approx(best_trial.data.metrics["val_accuracy"])
+    assert best_acc == max(t.data.metrics.get("val_accuracy", 0) for t in kinds["trial"])
+
+    # the terminal: the best configuration, its accuracy, and how to open the UI
+    assert f"val_accuracy = {best_acc:.4f}" in run.stdout
+    assert "mlflow ui --backend-store-uri" in run.stdout and "top " in run.stdout
+
+    again = hpo("train", str(best_path), "--tracking-uri", uri, "--quiet", cwd=folder)
+    assert again.returncode == 0, again.stderr
+    assert f"val_accuracy {best_acc:.4f}" in again.stdout  # same seed, same result on CPU
+
+
+def test_unreachable_tracking_server_fails_before_any_trial(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(STUDY))
+    run = hpo("search", str(space), "--tracking-uri", "http://127.0.0.1:9", cwd=tmp_path)
+    assert run.returncode == 1
+    assert "cannot reach the MLflow tracking store 'http://127.0.0.1:9'" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "hpo_runs" / "e2e-digits" / "ray").exists()  # no round started
+
+
+def test_input_error_runs_and_logs_nothing(tmp_path):
+    bad = dict(STUDY, data={"source": "npz", "path": "missing.npz"})
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(bad))
+    run = hpo("search", str(space), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
+              cwd=tmp_path)
+    assert run.returncode == 2
+    assert "data.path" in run.stderr and "missing.npz" in run.stderr
+    assert not (tmp_path / "m.db").exists() and not (tmp_path / "hpo_runs").exists()
