@@ -34,6 +34,7 @@ class TrialRecord:
     history: list[dict[str, float]] = field(default_factory=list)
     status: str = "running"  # running | ok | diverged | overfitting | underfitting | failed
     error: str | None = None
+    flags: list[str] = field(default_factory=list)  # e.g. update-ratio-high, dead-units
 
     @property
     def name(self) -> str:
@@ -103,8 +104,7 @@ class StudyCallback(Callback):
         record = self.records.get(trial.trial_id)
         if record is None:
             return
-        metrics = {k: result[k] for k in ("train_loss", "train_accuracy", "val_loss",
-                                          "val_accuracy", "gap", "diverged") if k in result}
+        metrics = {k: v for k, v in result.items() if _is_trial_metric(k)}
         record.history.append(metrics)
         self.tracker.buffer_metrics(record.run_id, metrics, step=int(result.get("epoch", 0)))
 
@@ -113,7 +113,9 @@ class StudyCallback(Callback):
         if record is None:
             return
         record.status = self._status(record)
-        tags = {"hpo.status": record.status, "hpo.epochs": len(record.history)}
+        record.flags = trial_flags(record)
+        tags = {"hpo.status": record.status, "hpo.epochs": len(record.history),
+                "hpo.flags": ",".join(record.flags) or "none"}
         self.tracker.set_tags(record.run_id, tags)
         self.tracker.end_run(record.run_id, "FINISHED")
         self._progress(trials)
@@ -170,6 +172,32 @@ class StudyCallback(Callback):
             if done >= self.total or done // step > self._milestone:
                 self._milestone = done // step
                 print(line, file=sys.stderr, flush=True)
+
+
+_BASE_METRICS = {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "gap", "diverged",
+                 "update_ratio"}
+
+
+def _is_trial_metric(key: str) -> bool:
+    return key in _BASE_METRICS or key.startswith(("update_ratio.", "act."))
+
+
+def trial_flags(record: TrialRecord) -> list[str]:
+    """Diagnostics worth a look: update/weight ratio far from ~1e-3, many dead or saturated units."""
+    from hpo.diagnostics import UPDATE_RATIO_BAND
+
+    last, flags = record.last, []
+    ratio = last.get("update_ratio")
+    if ratio is not None and math.isfinite(ratio):
+        if ratio < UPDATE_RATIO_BAND[0]:
+            flags.append("update-ratio-low")
+        elif ratio > UPDATE_RATIO_BAND[1]:
+            flags.append("update-ratio-high")
+    if any(k.endswith(".dead") and v > 0.5 for k, v in last.items()):
+        flags.append("dead-units")
+    if any(k.endswith(".saturated") and v > 0.5 for k, v in last.items()):
+        flags.append("saturated-units")
+    return flags
 
 
 def _first_error_line(trial: Any) -> str:

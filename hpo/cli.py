@@ -31,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("space", metavar="SPACE.yaml")
     search.add_argument("--study-root", default="hpo_runs",
                         help="where study folders live (default: ./hpo_runs)")
+    search.add_argument("--force", action="store_true",
+                        help="skip the sanity checks (run the study even if they would fail)")
+    check = sub.add_parser("check", parents=[common],
+                           help="only the sanity checks (babysitting), as a pass/fail table")
+    check.add_argument("space", metavar="SPACE.yaml")
     validate = sub.add_parser("validate", parents=[common],
                               help="check a study file and print it resolved; runs nothing")
     validate.add_argument("space", metavar="SPACE.yaml")
@@ -95,8 +100,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         spec = _load(args)
         run_study(spec, address=args.address, tracking_uri=args.tracking_uri, quiet=args.quiet,
-                  study_root=args.study_root)
+                  force=args.force, study_root=args.study_root)
         return 0
+    if args.command == "check":
+        from hpo.single import check_only
+
+        return 0 if check_only(_load(args), tracking_uri=args.tracking_uri) else 1
     if args.command == "train":
         from hpo.single import train_fixed
 

@@ -10,7 +10,26 @@ from hpo.report import fmt_value
 from hpo.spec import Spec
 from hpo.tracking import Tracker, resolve_tracking_uri
 
-__all__ = ["train_fixed"]
+__all__ = ["check_only", "train_fixed"]
+
+
+def check_only(spec: Spec, *, tracking_uri: str | None = None) -> bool:
+    """``hpo check``: the sanity checks as a table, logged as one MLflow run; True if all pass."""
+    import dataclasses
+
+    from hpo.data import load_dataset
+    from hpo.study import sanity_gate
+
+    data = load_dataset(spec.data, seed=spec.seed)
+    tracker = Tracker(resolve_tracking_uri(tracking_uri, spec.tracking.uri), spec.name)
+    tracker.check()
+    run_id = tracker.start_run(f"check {spec.name}", tags={"hpo.kind": "check"})
+    lenient = dataclasses.replace(spec, sanity=dataclasses.replace(spec.sanity, strict=False))
+    try:
+        results = sanity_gate(lenient, data, tracker, run_id, quiet=False)
+    finally:
+        tracker.end_run(run_id)
+    return all(r.passed for r in results)
 
 
 def train_fixed(spec: Spec, *, tracking_uri: str | None = None, quiet: bool = False) -> Any:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpo.errors import RunError
+from hpo.errors import RunError, SanityCheckFailed
 from hpo.report import fmt_range, fmt_value, table
 from hpo.space import Distribution
 from hpo.spec import REGULARIZATION, Spec
@@ -55,6 +55,7 @@ def run_study(
     address: str | None = None,
     tracking_uri: str | None = None,
     quiet: bool = False,
+    force: bool = False,
     study_root: str | Path = "hpo_runs",
 ) -> StudyResult:
     """Run every round of ``spec``; input errors surface before anything is logged."""
@@ -82,6 +83,8 @@ def run_study(
     tracker.log_text(study_run, spec.to_yaml(), "study.yaml")
     status = "FAILED"
     try:
+        if spec.sanity.enabled and not force:
+            sanity_gate(spec, data, tracker, study_run, quiet=quiet)
         data_ref = ray.put(data)
         ranges = spec.distributions()
         rounds_total = spec.search.rounds if ranges else 1
@@ -158,6 +161,39 @@ def run_study(
         tracker.end_run(study_run, status)
         if started_ray:
             ray.shutdown()
+
+
+def sanity_gate(spec: Spec, data: Any, tracker: Tracker, run_id: str, *, quiet: bool) -> list:
+    """Run the babysitting checks, log them on ``run_id``; under sanity.strict a failure stops."""
+    import torch
+
+    from hpo.diagnostics import run_sanity_checks, sanity_table
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(spec.search.resources_per_trial["cpu"])))
+    try:
+        results = run_sanity_checks(spec, data)
+    finally:
+        torch.set_num_threads(threads)
+    text = sanity_table(results)
+    passed = all(r.passed for r in results)
+    _say(quiet, f"\nsanity checks (babysitting) on the middle of the space:\n{text}")
+    tracker.log_metrics(run_id, {k: v for r in results for k, v in r.values.items()})
+    tracker.set_tags(run_id, {"hpo.sanity": "passed" if passed else "failed"})
+    tracker.log_text(run_id, "# Sanity checks\n\n" + _markdown_sanity(results), "sanity.md")
+    if not passed and spec.sanity.strict:
+        failed = ", ".join(r.name for r in results if not r.passed)
+        raise SanityCheckFailed(
+            f"sanity check(s) failed: {failed}. The study stops before any trial "
+            f"(sanity.strict). Fix the setup, or run again with --force to skip the checks.")
+    return results
+
+
+def _markdown_sanity(results: list) -> str:
+    rows = [(r.name, "pass" if r.passed else "**FAIL**", r.measured, r.expected, r.cause)
+            for r in results]
+    return table(("check", "result", "measured", "expected", "likely cause"), rows,
+                 markdown=True) + "\n"
 
 
 def _search_params(spec: Spec) -> dict[str, Any]:

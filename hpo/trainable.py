@@ -102,6 +102,19 @@ def tensors(data: Dataset) -> dict[str, torch.Tensor]:
             ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
 
 
+def _geometric_mean(values: Any) -> float:
+    logs = [math.log(v) for v in values if v > 0 and math.isfinite(v)]
+    return math.exp(sum(logs) / len(logs)) if logs else math.nan
+
+
+def _short(param: str) -> str:
+    """``features.0.linear.weight`` -> ``layer1``; ``classifier.weight`` -> ``classifier``."""
+    parts = param.split(".")
+    if parts[0] == "features" and parts[1].isdigit():
+        return f"layer{int(parts[1]) + 1}"
+    return parts[0]
+
+
 def train_trial(
     params: Mapping[str, Any],
     data: Dataset,
@@ -116,6 +129,7 @@ def train_trial(
     trial early with status "diverged" and a last report whose metrics are the worst possible,
     so a searcher sees a bad result rather than a missing one.
     """
+    from hpo.diagnostics import UpdateRatio, activation_stats
     from models import build_model
 
     torch.manual_seed(seed)
@@ -126,6 +140,7 @@ def train_trial(
     x_train, y_train = t["x_train"], t["y_train"]
     x_eval, y_eval = x_train[:TRAIN_EVAL_SIZE], y_train[:TRAIN_EVAL_SIZE]
     generator = torch.Generator().manual_seed(seed)
+    ratio = UpdateRatio(model)
     outcome = TrialOutcome()
     n = len(y_train)
 
@@ -147,6 +162,8 @@ def train_trial(
                 break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if i + tcfg.batch_size >= n:  # the epoch's last step: measure update/weight
+                ratio.before()
             optimizer.step()
             loss_sum += data_loss.item() * len(idx)
             seen += len(idx)
@@ -160,6 +177,7 @@ def train_trial(
             break
         train_loss, train_acc = evaluate(model, x_eval, y_eval)
         val_loss, val_acc = evaluate(model, t["x_val"], t["y_val"])
+        ratios = ratio.after()
         metrics = {
             "epoch": epoch,
             "train_loss": loss_sum / max(seen, 1),
@@ -168,7 +186,12 @@ def train_trial(
             "val_accuracy": val_acc,
             "gap": train_acc - val_acc,
             "diverged": 0.0,
+            "update_ratio": _geometric_mean(ratios.values()),
+            **{f"update_ratio.{_short(name)}": v for name, v in ratios.items()},
         }
+        if epoch == tcfg.epochs:  # the end of the trial: the notes' activation statistics
+            for layer, s in activation_stats(model, t["x_val"][:512], mcfg.activation).items():
+                metrics.update({f"act.{layer}.{k}": v for k, v in s.items() if k != "values"})
         outcome.history.append(metrics)
         if report:
             report(metrics)

@@ -1,0 +1,303 @@
+"""Babysitting the learning process: the notes' sanity checks, update/weight ratios, activations.
+
+Sanity checks run on one configuration from the middle of the space, before any trial:
+
+1. with regularization off, the initial loss is close to ln(number of classes);
+2. turning regularization on raises the initial loss;
+3. a tiny training subset is overfit to 100% training accuracy within a step budget;
+4. a very small learning rate leaves the loss almost unchanged, a very large one makes it explode;
+5. a short run on the training set lifts validation accuracy well above chance.
+
+Each check records what it measured, what it expected, and for a failure the likely cause in the
+notes' terms.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from hpo.data import Dataset
+from hpo.space import Categorical, Distribution, Numeric
+from hpo.spec import Spec
+from hpo.trainable import build_optimizer, l2_penalty, model_config, tensors, train_config
+
+__all__ = [
+    "CheckResult",
+    "UpdateRatio",
+    "activation_stats",
+    "middle_config",
+    "run_sanity_checks",
+    "sanity_table",
+]
+
+#: Check 1 passes when |loss - ln C| <= this fraction of ln C.
+INITIAL_LOSS_TOLERANCE = 0.5
+#: Check 3: examples, full-batch steps, and the accuracy that counts as "overfit".
+TINY_SUBSET, TINY_STEPS = 20, 300
+#: Check 4: steps, "almost unchanged" (relative change), and "explodes" (factor or non-finite).
+LR_STEPS, TINY_LR_CHANGE, EXPLODE_FACTOR = 30, 0.02, 3.0
+#: Check 5: epochs of the short run; pass when val accuracy >= this multiple of chance.
+LEARN_EPOCHS, LEARN_OVER_CHANCE = 3, 2.0
+#: The notes' rule of thumb for update/weight ratios, and the band outside which a trial is flagged.
+TARGET_UPDATE_RATIO, UPDATE_RATIO_BAND = 1e-3, (1e-4, 1e-2)
+
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool
+    measured: str
+    expected: str
+    cause: str = ""  # the likely cause of a failure, in the notes' terms
+    values: dict[str, float] = field(default_factory=dict)  # numbers for MLflow
+
+
+def middle_config(spec: Spec) -> dict[str, Any]:
+    """A configuration from the middle of the space: t-space midpoints, first choices."""
+    middle: dict[str, Any] = {}
+    for name, dist in spec.distributions().items():
+        middle[name] = _middle(dist)
+    return spec.resolve(middle)
+
+
+def _middle(dist: Distribution) -> Any:
+    if isinstance(dist, Categorical):
+        return dist.choices[0]
+    assert isinstance(dist, Numeric)
+    value = dist.from_t((dist.t_low + dist.t_high) / 2)
+    return int(round(value)) if dist.integer else value
+
+
+def _build(params: Mapping[str, Any], data: Dataset, seed: int) -> nn.Module:
+    from models import build_model
+
+    torch.manual_seed(seed)
+    return build_model(model_config(params), input_shape=data.input_shape,
+                       num_classes=data.num_classes)
+
+
+def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, weight_decay: float = 0.0) -> float:
+    with torch.no_grad():
+        was = model.training
+        model.train()  # the loss the first training step sees
+        value = nn.functional.cross_entropy(model(x), y) + l2_penalty(model, weight_decay)
+        model.train(was)
+    return float(value)
+
+
+def _steps(params: Mapping[str, Any], data: Dataset, *, seed: int, lr: float, steps: int,
+           x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """Losses of ``steps`` optimizer steps at learning rate ``lr`` on one fixed batch (no
+    regularization): with a fixed batch a change in loss comes from the weights alone."""
+    model = _build(params, data, seed)
+    cfg = train_config({**params, "lr": lr, "weight_decay": 0.0})
+    opt = build_optimizer(model, cfg)
+    losses = []
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(model(x), y)
+        losses.append(float(loss.detach()))
+        if not math.isfinite(losses[-1]):
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return losses
+
+
+def run_sanity_checks(spec: Spec, data: Dataset, params: Mapping[str, Any] | None = None
+                      ) -> list[CheckResult]:
+    """The five checks on ``params`` (default: the middle of the space), regularization off."""
+    params = dict(params or middle_config(spec))
+    params.update(weight_decay=0.0, dropout=0.0)
+    seed = spec.seed
+    t = tensors(data)
+    x, y = t["x_train"], t["y_train"]
+    n_classes = data.num_classes
+    ln_c = math.log(n_classes)
+    results = []
+
+    # 1. initial loss ~ ln(C)
+    model = _build(params, data, seed)
+    loss0 = _loss(model, x, y)
+    ok = abs(loss0 - ln_c) <= INITIAL_LOSS_TOLERANCE * ln_c
+    results.append(CheckResult(
+        "initial loss ~ ln(classes)", ok, f"{loss0:.3f}",
+        f"{ln_c:.3f} +/- {INITIAL_LOSS_TOLERANCE * ln_c:.2f}",
+        "" if ok else ("loss far above ln(C): weights initialized too large (bad initialization "
+                       "scale) or inputs not preprocessed" if loss0 > ln_c else
+                       "loss below ln(C) before training: labels leak into the inputs, or the "
+                       "loss is not a softmax cross-entropy"),
+        {"sanity.initial_loss": loss0, "sanity.ln_classes": ln_c}))
+
+    # 2. regularization raises the loss
+    wd = _regularization_probe(spec)
+    loss_reg = _loss(model, x, y, weight_decay=wd)
+    ok = loss_reg > loss0 + 1e-6
+    results.append(CheckResult(
+        "regularization raises the loss", ok, f"{loss0:.3f} -> {loss_reg:.3f} (wd={wd:g})",
+        "higher with regularization",
+        "" if ok else "the L2 penalty adds nothing: weights are all zero (zero initialization, "
+                      "where every unit is identical) or the penalty is not in the loss",
+        {"sanity.initial_loss_regularized": loss_reg}))
+
+    # 3. overfit a tiny subset
+    gen = torch.Generator().manual_seed(seed)
+    sub = torch.randperm(len(y), generator=gen)[:TINY_SUBSET]
+    xs, ys = x[sub], y[sub]
+    model = _build(params, data, seed)
+    cfg = train_config({**params, "weight_decay": 0.0})
+    opt = build_optimizer(model, cfg)
+    acc, step = 0.0, 0
+    for step in range(1, TINY_STEPS + 1):
+        model.train()
+        loss = nn.functional.cross_entropy(model(xs), ys)
+        if not math.isfinite(float(loss.detach())):
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 10 == 0:
+            model.eval()
+            with torch.no_grad():
+                acc = float((model(xs).argmax(1) == ys).float().mean())
+            if acc == 1.0:
+                break
+    ok = acc == 1.0
+    constant = float(xs.std(0).max()) < 1e-6
+    results.append(CheckResult(
+        f"overfits {TINY_SUBSET} examples", ok, f"train accuracy {acc:.2f} after {step} steps",
+        f"1.00 within {TINY_STEPS} steps",
+        "" if ok else ("every input is the same: a broken data pipeline feeds constant input"
+                       if constant else "cannot memorize 20 examples: learning rate far off, "
+                       "vanishing gradients (bad initialization scale, saturated units), or a "
+                       "model with too little capacity"),
+        {"sanity.tiny_accuracy": acc, "sanity.tiny_steps": step}))
+
+    # 4. tiny lr barely moves the loss; huge lr explodes it
+    lr_mid = float(params["lr"])
+    xb, yb = x[sub_batch(len(y), seed)], y[sub_batch(len(y), seed)]
+    low = _steps(params, data, seed=seed, lr=lr_mid * 1e-4, steps=LR_STEPS, x=xb, y=yb)
+    change = abs(low[-1] - low[0]) / max(low[0], 1e-12)
+    high = _steps(params, data, seed=seed, lr=max(lr_mid * 1e4, 100.0), steps=LR_STEPS, x=xb,
+                  y=yb)
+    peak = max((v if math.isfinite(v) else math.inf) for v in high)
+    exploded = not math.isfinite(peak) or peak > EXPLODE_FACTOR * high[0]
+    ok = math.isfinite(change) and change < TINY_LR_CHANGE and exploded
+    results.append(CheckResult(
+        "tiny lr: loss flat; huge lr: explodes", ok,
+        f"tiny: {100 * change:.2f}% change; huge: peak {peak:.3g} vs {high[0]:.3g}",
+        f"< {100 * TINY_LR_CHANGE:g}% change; peak > {EXPLODE_FACTOR:g}x or NaN",
+        "" if ok else ("the loss is not finite even at a tiny learning rate: NaN or infinite "
+                       "values in the inputs (a broken data pipeline)" if not math.isfinite(change)
+                       else "a tiny learning rate changes the loss a lot: the loss does not depend "
+                       "smoothly on the weights (check the pipeline)" if change >= TINY_LR_CHANGE
+                       else "a huge learning rate does not make the loss explode: gradients "
+                       "do not reach the weights (frozen or detached parameters)"),
+        {"sanity.tiny_lr_change": change, "sanity.huge_lr_peak": min(peak, 1e30)}))
+
+    # 5. learns: a short run lifts val accuracy above chance
+    from hpo.trainable import train_trial
+
+    short = {**params, "epochs": LEARN_EPOCHS}
+    outcome = train_trial(short, data, seed=seed)
+    val = outcome.last.get("val_accuracy", 0.0)
+    chance = 1.0 / n_classes
+    ok = val >= min(LEARN_OVER_CHANCE * chance, 0.9)
+    results.append(CheckResult(
+        "learns beyond chance", ok, f"val accuracy {val:.3f} after {LEARN_EPOCHS} epochs",
+        f">= {min(LEARN_OVER_CHANCE * chance, 0.9):.2f} (chance {chance:.2f})",
+        "" if ok else "training does not carry over to validation: labels that do not match "
+                      "their inputs (shuffled or misaligned), or a model that does not learn at "
+                      "all (see the checks above)",
+        {"sanity.short_val_accuracy": val}))
+    return results
+
+
+def sub_batch(n: int, seed: int, size: int = 256) -> torch.Tensor:
+    """A fixed, seeded batch of training indices."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size]
+
+
+def _regularization_probe(spec: Spec) -> float:
+    """A weight decay clearly "on": the top of the searched range, else the fixed value, else 1e-2."""
+    wd = spec.train["weight_decay"]
+    if isinstance(wd, Numeric):
+        return float(wd.high)
+    return float(wd) if wd else 1e-2
+
+
+def sanity_table(results: list[CheckResult]) -> str:
+    from hpo.report import table
+
+    rows = [(r.name, "pass" if r.passed else "FAIL", r.measured, r.expected) for r in results]
+    text = table(("check", "result", "measured", "expected"), rows)
+    causes = [f"  {r.name}: {r.cause}" for r in results if not r.passed]
+    return text + ("\nlikely causes:\n" + "\n".join(causes) if causes else "")
+
+
+# ----------------------------------------------------------------------------- per trial
+
+
+class UpdateRatio:
+    """Per-layer ||W_after - W_before|| / ||W_before|| over one optimizer step.
+
+    ``before()`` copies the weight matrices/kernels (biases and BN scales are not what the rule
+    of thumb is about); ``after()`` returns the ratios by parameter name.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.params = [(n, p) for n, p in model.named_parameters()
+                       if p.requires_grad and p.dim() > 1]
+        self._copies: list[torch.Tensor] = []
+
+    def before(self) -> None:
+        self._copies = [p.detach().clone() for _, p in self.params]
+
+    def after(self) -> dict[str, float]:
+        out = {}
+        for (name, p), old in zip(self.params, self._copies):
+            norm = float(old.norm())
+            out[name] = float((p.detach() - old).norm()) / norm if norm > 0 else math.inf
+        return out
+
+
+@torch.no_grad()
+def activation_stats(model: nn.Module, x: torch.Tensor, activation: str
+                     ) -> dict[str, dict[str, Any]]:
+    """Per hidden block: mean, std, dead fraction (relu family), saturated fraction (sigmoid/
+    tanh), and the activations themselves (flattened) for histograms. Evaluation mode."""
+    blocks = list(getattr(model, "features", []))
+    captured: dict[int, torch.Tensor] = {}
+    hooks = [b.act.register_forward_hook(
+        lambda _m, _i, out, i=i: captured.__setitem__(i, out.detach()))
+        for i, b in enumerate(blocks)]
+    was = model.training
+    model.eval()
+    try:
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    stats = {}
+    for i in range(len(blocks)):
+        a = captured[i]  # (N, H) or (N, C, H, W)
+        units = a.transpose(0, 1).reshape(a.shape[1], -1)  # (H, N*spatial)
+        s: dict[str, Any] = {"mean": float(a.mean()), "std": float(a.std()),
+                             "values": a.flatten()}
+        if activation in ("relu",):
+            s["dead"] = float((units.max(1).values <= 0).float().mean())
+        elif activation in ("leaky_relu", "prelu", "elu", "maxout"):
+            s["dead"] = float((units.max(1).values <= 0).float().mean())
+        if activation == "tanh":
+            s["saturated"] = float((a.abs() > 0.99).float().mean())
+        elif activation == "sigmoid":
+            s["saturated"] = float(((a < 0.01) | (a > 0.99)).float().mean())
+        stats[f"layer{i + 1}"] = s
+    return stats
