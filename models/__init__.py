@@ -1,0 +1,62 @@
+"""The model factory: every activation, initializer and architecture the lecture teaches.
+
+Importing ``models`` does not import torch: the study-file validator reads ``models.registry``
+and ``models.validate`` and must stay fast. The torch-backed names below are imported on first
+access (PEP 562 module ``__getattr__``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from models.config import ModelConfig
+from models.registry import ACTIVATIONS, ARCHITECTURES, INITIALIZERS, Registry
+from models.validate import check_config, config_problems
+
+if TYPE_CHECKING:
+    from models._network import Block, Network
+    from models.batchnorm import recompute_batchnorm_stats
+    from models.factory import build_model
+    from models.finetune import CheckpointMeta, apply_finetune, load_checkpoint, save_checkpoint
+
+__all__ = [
+    "ACTIVATIONS",
+    "ARCHITECTURES",
+    "Block",
+    "CheckpointMeta",
+    "INITIALIZERS",
+    "ModelConfig",
+    "Network",
+    "Registry",
+    "apply_finetune",
+    "build_model",
+    "check_config",
+    "config_problems",
+    "load_checkpoint",
+    "recompute_batchnorm_stats",
+    "save_checkpoint",
+]
+
+_LAZY = {
+    "Block": "models._network",
+    "Network": "models._network",
+    "build_model": "models.factory",
+    "recompute_batchnorm_stats": "models.batchnorm",
+    "CheckpointMeta": "models.finetune",
+    "apply_finetune": "models.finetune",
+    "load_checkpoint": "models.finetune",
+    "save_checkpoint": "models.finetune",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'models' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

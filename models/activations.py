@@ -1,0 +1,255 @@
+"""The activation functions the notes teach, each behind one small interface.
+
+A name in ``models.registry.ACTIVATIONS`` points at a builder ``f(cfg) -> Activation``. The
+``Activation`` it returns tells the block builder three things:
+
+- ``pieces``: how many outputs of the affine layer feed one unit (1; maxout: k). The block builds
+  its affine layer ``pieces`` times wider, so the widths the user wrote stay the unit counts.
+- ``module(width)``: a fresh ``nn.Module`` for a layer of ``width`` units.
+- ``gain``: the factor He initialization multiplies ``1/sqrt(fan_in)`` by for the affine layer
+  *before* this activation (see ``models.init``).
+
+One rule gives every gain: He et al.'s derivation, ``Var(y_l) = fan_in * Var(w) * E[x_{l-1}^2]``
+with ``x = f(y)``, keeps the pre-activation variance at 1 from layer to layer when
+``Var(w) = gain^2 / fan_in`` with ``gain = 1 / sqrt(E[f(z)^2])``, ``z ~ N(0, 1)``.
+
+  ========== ============================ ================================================
+  activation gain                         note
+  ========== ============================ ================================================
+  relu       sqrt(2)                      E[relu(z)^2] = 1/2; the notes' ``sqrt(fan_in/2)``
+  leaky_relu sqrt(2 / (1 + slope^2))      the negative half keeps slope^2 of its moment
+  prelu      same, with the initial slope the slope is learned; it starts at leaky_slope
+  maxout     1 / sqrt(E[max_k^2])         max of k unit Gaussians; exactly 1 for k = 2
+  elu        1 / sqrt(E[elu(z)^2])        about 1.24 for alpha = 1 (torch has no value;
+                                          sqrt(2) would grow the variance ~12% a layer)
+  tanh       1 / sqrt(E[tanh(z)^2])       about 1.59; torch's calculate_gain says 5/3
+  sigmoid    1 / sqrt(E[sigmoid(z)^2])    about 1.85; torch's calculate_gain says 1, which
+                                          shrinks the variance (sigmoid is not centered)
+  ========== ============================ ================================================
+
+For the rectifiers (relu, leaky_relu, prelu, maxout) the rule holds at every scale, since
+``f(c z) = c f(z)``; for elu, tanh and sigmoid it holds at unit variance, which it makes a
+stable fixed point. Xavier ignores the gain on purpose: the notes' Xavier is plain
+``randn / sqrt(fan_in)``, and the lecture's point that "with relu, Xavier's variance halves
+layer by layer" depends on it.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+
+from torch import Tensor, nn
+
+from models.config import ModelConfig
+
+__all__ = [
+    "Activation",
+    "Maxout",
+    "elu",
+    "leaky_relu",
+    "maxout",
+    "maxout_second_moment",
+    "prelu",
+    "relu",
+    "sigmoid",
+    "tanh",
+]
+
+
+class Activation(ABC):
+    """What a hidden block needs to know about its activation function."""
+
+    pieces: int = 1  # affine outputs per unit; the affine layer is built pieces x wider
+
+    @abstractmethod
+    def module(self, width: int) -> nn.Module:
+        """A fresh module for ``width`` units: (N, pieces*width, ...) -> (N, width, ...)."""
+
+    @property
+    @abstractmethod
+    def gain(self) -> float:
+        """He's gain for the affine layer before this activation (table in the module docstring)."""
+
+
+class Maxout(nn.Module):
+    """Max over k linear pieces (Goodfellow et al. 2013): ``max(w1.x + b1, ..., wk.x + bk)``.
+
+    Input (N, k*H) -> (N, H), or (N, k*C, H, W) -> (N, C, H, W). Piece p of unit j is input
+    channel ``p*H + j``, so the affine weight before it, viewed as (k, H, fan_in), is k stacked
+    ordinary weight matrices: ``linear.weight.view(k, H, -1)[p]`` is piece p.
+    """
+
+    def __init__(self, pieces: int) -> None:
+        super().__init__()
+        if pieces < 1:
+            raise ValueError(f"`pieces >= 1` must hold, but got pieces={pieces}.")
+        self.pieces = pieces
+
+    def forward(self, x: Tensor) -> Tensor:
+        # (N, k*H, ...) -> (N, k, H, ...) -> (N, H, ...). amax splits the gradient evenly on
+        # ties, so identical pieces (zero init) stay identical.
+        n, channels, *space = x.shape
+        pieces = x.reshape(n, self.pieces, channels // self.pieces, *space)
+        return pieces.amax(dim=1)
+
+    def extra_repr(self) -> str:
+        return f"pieces={self.pieces}"
+
+
+@dataclass(frozen=True)
+class _Sigmoid(Activation):
+    def module(self, width: int) -> nn.Module:
+        return nn.Sigmoid()
+
+    @property
+    def gain(self) -> float:
+        return 1.0 / math.sqrt(_sigmoid_second_moment())
+
+
+@dataclass(frozen=True)
+class _Tanh(Activation):
+    def module(self, width: int) -> nn.Module:
+        return nn.Tanh()
+
+    @property
+    def gain(self) -> float:
+        return 1.0 / math.sqrt(_tanh_second_moment())
+
+
+@dataclass(frozen=True)
+class _ReLU(Activation):
+    def module(self, width: int) -> nn.Module:
+        return nn.ReLU()
+
+    @property
+    def gain(self) -> float:
+        return math.sqrt(2.0)
+
+
+@dataclass(frozen=True)
+class _LeakyReLU(Activation):
+    slope: float
+
+    def module(self, width: int) -> nn.Module:
+        return nn.LeakyReLU(self.slope)
+
+    @property
+    def gain(self) -> float:
+        return math.sqrt(2.0 / (1.0 + self.slope**2))
+
+
+@dataclass(frozen=True)
+class _PReLU(Activation):
+    initial_slope: float
+
+    def module(self, width: int) -> nn.Module:
+        # One learned slope per unit (per channel in a convnet), as in He et al. 2015.
+        return nn.PReLU(num_parameters=width, init=self.initial_slope)
+
+    @property
+    def gain(self) -> float:
+        return math.sqrt(2.0 / (1.0 + self.initial_slope**2))
+
+
+@dataclass(frozen=True)
+class _ELU(Activation):
+    alpha: float
+
+    def module(self, width: int) -> nn.Module:
+        return nn.ELU(alpha=self.alpha)
+
+    @property
+    def gain(self) -> float:
+        return 1.0 / math.sqrt(_elu_second_moment(self.alpha))
+
+
+@dataclass(frozen=True)
+class _Maxout(Activation):
+    k: int
+
+    @property
+    def pieces(self) -> int:  # type: ignore[override]
+        return self.k
+
+    def module(self, width: int) -> nn.Module:
+        return Maxout(self.k)
+
+    @property
+    def gain(self) -> float:
+        return 1.0 / math.sqrt(maxout_second_moment(self.k))
+
+
+def _gaussian_expectation(g: Callable[[float], float]) -> float:
+    """``E[g(z)]`` for ``z ~ N(0, 1)``: Simpson's rule on [-12, 12], accurate to ~1e-12 for the
+    integrands here (the Gaussian tails beyond 12 carry less than 1e-30)."""
+    n, lo, hi = 4800, -12.0, 12.0  # n even
+    h = (hi - lo) / n
+    total = 0.0
+    for i in range(n + 1):
+        x = lo + i * h
+        weight = 1 if i in (0, n) else (4 if i % 2 else 2)
+        total += weight * g(x) * math.exp(-0.5 * x * x)
+    return total * h / 3.0 / math.sqrt(2.0 * math.pi)
+
+
+def _normal_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+@cache
+def maxout_second_moment(k: int) -> float:
+    """``E[max(z_1..z_k)^2]`` for iid ``z_i ~ N(0, 1)``: 1 for k = 1 and 2, 1.28 for 3, 1.55 for 4.
+
+    The max of k iid unit Gaussians has density ``k phi(x) Phi(x)^(k-1)``.
+    """
+    return _gaussian_expectation(lambda x: x * x * k * _normal_cdf(x) ** (k - 1))
+
+
+@cache
+def _elu_second_moment(alpha: float) -> float:
+    return _gaussian_expectation(lambda x: x * x if x > 0 else (alpha * math.expm1(x)) ** 2)
+
+
+@cache
+def _tanh_second_moment() -> float:
+    return _gaussian_expectation(lambda x: math.tanh(x) ** 2)
+
+
+@cache
+def _sigmoid_second_moment() -> float:
+    return _gaussian_expectation(lambda x: (1.0 / (1.0 + math.exp(-x))) ** 2)
+
+
+# Builders: the registry's entries. Each reads only the config fields it needs.
+
+
+def sigmoid(cfg: ModelConfig) -> Activation:
+    return _Sigmoid()
+
+
+def tanh(cfg: ModelConfig) -> Activation:
+    return _Tanh()
+
+
+def relu(cfg: ModelConfig) -> Activation:
+    return _ReLU()
+
+
+def leaky_relu(cfg: ModelConfig) -> Activation:
+    return _LeakyReLU(slope=cfg.leaky_slope)
+
+
+def prelu(cfg: ModelConfig) -> Activation:
+    return _PReLU(initial_slope=cfg.leaky_slope)
+
+
+def elu(cfg: ModelConfig) -> Activation:
+    return _ELU(alpha=cfg.elu_alpha)
+
+
+def maxout(cfg: ModelConfig) -> Activation:
+    return _Maxout(k=cfg.maxout_k)
