@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo.errors import RunError, SanityCheckFailed
-from hpo.report import fmt_range, fmt_value, table
+from hpo.report import advice, fmt_range, fmt_value, table
 from hpo.space import Distribution
 from hpo.spec import REGULARIZATION, Spec
 from hpo.tracking import Tracker, resolve_tracking_uri, ui_command
@@ -38,6 +38,8 @@ class StudyResult:
     tracking_uri: str
     best_yaml: Path
     stopped_early: bool = False
+    final: Any = None  # hpo.final.FinalEvaluation
+    sanity: list[Any] | None = None  # hpo.diagnostics.CheckResult, when the checks ran
 
 
 def study_dir_for(spec: Spec, root: str | Path = "hpo_runs") -> Path:
@@ -83,8 +85,9 @@ def run_study(
     tracker.log_text(study_run, spec.to_yaml(), "study.yaml")
     status = "FAILED"
     try:
+        sanity = None
         if spec.sanity.enabled and not force:
-            sanity_gate(spec, data, tracker, study_run, quiet=quiet)
+            sanity = sanity_gate(spec, data, tracker, study_run, quiet=quiet)
         data_ref = ray.put(data)
         ranges = spec.distributions()
         rounds_total = spec.search.rounds if ranges else 1
@@ -115,6 +118,8 @@ def run_study(
             if k < rounds_total and best is not None:
                 refinement = _refine(spec, ranges, round_records)
                 summary.changes = refinement.changes
+                _log_round_figure(spec, tracker, round_run, study_run, summary,
+                                  refinement.ranges, round_records)
                 tracker.log_text(round_run, json.dumps(_changes_json(refinement.changes),
                                                        indent=2), "refinement.json")
                 _say(quiet, _round_table(spec, summary))
@@ -127,6 +132,8 @@ def run_study(
                 if stopped_early:
                     break
             else:
+                _log_round_figure(spec, tracker, round_run, study_run, summary, None,
+                                  round_records)
                 _say(quiet, _round_table(spec, summary))
                 tracker.end_run(round_run)
 
@@ -141,6 +148,7 @@ def run_study(
         finals = {f"best_{k}": v for k, v in best_record.last.items()
                   if k in ("val_accuracy", "val_loss", "train_accuracy", "train_loss", "gap")}
         tracker.log_metrics(study_run, finals)
+        final = _finish(spec, data, records, summaries, tracker, study_run, quiet)
         counts = _status_counts(records)
         tracker.set_tags(study_run, {
             "hpo.best_trial": best_record.name,
@@ -151,7 +159,8 @@ def run_study(
         status = "FINISHED"
         result = StudyResult(spec=spec, records=records, rounds=summaries, best=best_record,
                              study_run_id=study_run, tracking_uri=uri, best_yaml=best_yaml,
-                             stopped_early=stopped_early)
+                             stopped_early=stopped_early, final=final, sanity=sanity)
+        tracker.log_text(study_run, markdown_report(result), "report.md")
         _say(quiet, final_report(result))
         return result
     except KeyboardInterrupt:
@@ -194,6 +203,48 @@ def _markdown_sanity(results: list) -> str:
             for r in results]
     return table(("check", "result", "measured", "expected", "likely cause"), rows,
                  markdown=True) + "\n"
+
+
+def _ranked(spec: Spec, records: list[Any]) -> list[Any]:
+    metric = spec.search.metric
+    done = [r for r in records
+            if r.finished and r.status != "diverged" and r.metric(metric) is not None]
+    return sorted(done, key=lambda r: r.metric(metric),
+                  reverse=spec.search.resolved_mode == "max")
+
+
+def _log_round_figure(spec: Spec, tracker: Tracker, round_run: str, study_run: str,
+                      summary: RoundSummary, next_ranges: Any, records: list[Any]) -> None:
+    from hpo.plots import close, round_figure
+
+    fig = round_figure(summary.index, spec.search.metric, spec.search.resolved_mode,
+                       summary.ranges, next_ranges, records)
+    if fig is not None:
+        tracker.log_figure(round_run, fig, f"round_{summary.index}.png")
+        tracker.log_figure(study_run, fig, f"plots/round_{summary.index}.png")
+        close(fig)
+
+
+def _finish(spec: Spec, data: Any, records: list[Any], summaries: list[RoundSummary],
+            tracker: Tracker, study_run: str, quiet: bool) -> Any:
+    """Final evaluation, the best model, and the study-level plots."""
+    from hpo.final import evaluate_final, log_best_model
+    from hpo.plots import activation_histograms, close, learning_curves, optuna_figures
+
+    ranked = _ranked(spec, records)
+    final = evaluate_final(spec, data, ranked)
+    tracker.log_metrics(study_run, final.metrics())
+    log_best_model(tracker, study_run, final.model, data)
+    figures = {"plots/learning_curves.png": learning_curves(ranked),
+               "plots/activations_best.png": activation_histograms(
+                   final.activations, f"activations of the best trial ({ranked[0].name})")}
+    figures.update({f"plots/{k}": v for k, v in optuna_figures(
+        records, [s.ranges for s in summaries], spec.search.metric,
+        spec.search.resolved_mode).items()})
+    for name, fig in figures.items():
+        tracker.log_figure(study_run, fig, name)
+        close(fig)
+    return final
 
 
 def _search_params(spec: Spec) -> dict[str, Any]:
@@ -283,6 +334,48 @@ def _description(spec: Spec, best: Any, counts: dict[str, int], rounds: int) -> 
             f"{best.metric(metric):.4f}, with {params or 'the fixed configuration'}.")
 
 
+def markdown_report(result: StudyResult) -> str:
+    """The whole study as markdown: sanity, rounds, top trials, final evaluation, advice."""
+    from hpo.diagnostics import CheckResult  # noqa: F401 - documents the type of result.sanity
+
+    spec, metric = result.spec, result.spec.search.metric
+    parts = [f"# Study {spec.name}", "",
+             f"{len(result.records)} trials in {len(result.rounds)} round(s), seed {spec.seed}, "
+             f"sampler {spec.search.sampler}, metric {metric} ({spec.search.resolved_mode})."
+             + (" Stopped early: the last round neither widened a range nor improved enough."
+                if result.stopped_early else ""), ""]
+    if result.sanity:
+        parts += ["## Sanity checks", "", _markdown_sanity(result.sanity)]
+    parts += ["## Rounds", ""]
+    for summary in result.rounds:
+        parts.append(f"### Round {summary.index}: best {metric} "
+                     f"{fmt_value(summary.best_metric)} (trial {summary.best_name})")
+        parts.append("")
+        if summary.changes:
+            parts.append(table(("parameter", "range", "next range", "reason", "best value"),
+                               [(c.name, fmt_range(c.old), fmt_range(c.new), c.reason,
+                                 fmt_value(c.best)) for c in summary.changes], markdown=True))
+        else:
+            parts.append(table(("parameter", "range"), [(n, fmt_range(d)) for n, d in
+                                                        summary.ranges.items()], markdown=True))
+        parts.append("")
+    ranked = _ranked(spec, result.records)
+    names = list(spec.distributions())
+    parts += ["## Top trials", "", table(
+        ("trial", metric, "train_acc", "status", "update/weight", *names),
+        [(r.name, r.metric(metric), r.last.get("train_accuracy"), r.status,
+          r.last.get("update_ratio"), *(fmt_value(r.sampled.get(n)) for n in names))
+         for r in ranked[:10]], markdown=True), ""]
+    parts += ["## Best configuration", "", "```yaml", result.spec.with_fixed(
+        result.best.sampled).to_yaml().rstrip(), "```", ""]
+    if result.final is not None:
+        parts += ["## Final evaluation", "", result.final.summary() + ".", ""]
+    parts += ["## What the trials say", ""]
+    parts += [f"- {a}" for a in advice(result.records, metric=metric,
+                                       gap_threshold=spec.gap.threshold)]
+    return "\n".join(parts) + "\n"
+
+
 def final_report(result: StudyResult, top: int = 5) -> str:
     spec, metric = result.spec, result.spec.search.metric
     ranked = [r for r in result.records if r.finished and r.status != "diverged"
@@ -299,6 +392,11 @@ def final_report(result: StudyResult, top: int = 5) -> str:
     lines += [f"  {k}: {fmt_value(v)}" for k, v in best.params.items()
               if k in best.sampled or k in ("arch", "hidden", "epochs", "optimizer")]
     lines.append(f"written to {result.best_yaml} (reproduce: hpo train {result.best_yaml})")
+    if result.final is not None:
+        lines.append(f"\nfinal evaluation: {result.final.summary()}")
+    lines.append("\nwhat the trials say:")
+    lines += [f"  - {a}" for a in advice(result.records, metric=metric,
+                                         gap_threshold=spec.gap.threshold)]
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     command = ui_command(result.tracking_uri)
     if command.startswith("mlflow ") and mlflow_bin.exists():

@@ -1,0 +1,134 @@
+"""After the last round: retrain the best (and top-k) in the driver, evaluate, log, report.
+
+Trials keep no checkpoints: a trial is a pure function of (configuration, data, seed), so the
+driver retrains the few configurations it needs, bit-for-bit on CPU, with the trials' thread
+count. That gives the best model for MLflow, the test-split score, the top-k ensemble and the
+activation histograms without shipping weights back from every trial.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hpo.data import Dataset
+from hpo.spec import Spec
+from hpo.tracking import Tracker
+
+__all__ = ["FinalEvaluation", "evaluate_final", "log_best_model"]
+
+#: Trials whose softmax outputs are averaged into the ensemble (the notes' "model ensembles").
+ENSEMBLE_TOP_K = 3
+
+
+@dataclass
+class FinalEvaluation:
+    split: str  # "test", or "val" when the data set has no test split
+    best_accuracy: float
+    ensemble_accuracy: float | None
+    ensemble_members: list[str] = field(default_factory=list)
+    model: Any = None
+    activations: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def ensemble_wins(self) -> bool | None:
+        if self.ensemble_accuracy is None:
+            return None
+        return self.ensemble_accuracy > self.best_accuracy
+
+    def metrics(self) -> dict[str, float]:
+        out = {f"final_{self.split}_accuracy": self.best_accuracy}
+        if self.ensemble_accuracy is not None:
+            out[f"ensemble_{self.split}_accuracy"] = self.ensemble_accuracy
+        return out
+
+    def summary(self) -> str:
+        text = f"best configuration retrained: {self.split} accuracy {self.best_accuracy:.4f}"
+        if self.ensemble_accuracy is not None:
+            verdict = "beats" if self.ensemble_wins else "does not beat"
+            text += (f"; ensemble of the top {len(self.ensemble_members)} trials "
+                     f"({', '.join(self.ensemble_members)}): {self.ensemble_accuracy:.4f}, "
+                     f"which {verdict} the single best")
+        if self.split == "val":
+            text += " (no test split: set data.test_fraction for an unbiased estimate)"
+        return text
+
+
+def _retrain(spec: Spec, data: Dataset, params: dict[str, Any]) -> Any:
+    from hpo.trainable import train_trial
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(spec.search.resources_per_trial["cpu"])))
+    try:
+        return train_trial(params, data, seed=spec.seed, keep_model=True)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@torch.no_grad()
+def _probabilities(model: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
+    model.eval()
+    return torch.softmax(model(torch.from_numpy(np.array(x))), dim=1)  # (N, classes)
+
+
+def evaluate_final(spec: Spec, data: Dataset, ranked: Sequence[Any]) -> FinalEvaluation:
+    """Retrain ``ranked[0]`` (the best) and the next few, score them on test (else val)."""
+    from hpo.diagnostics import activation_stats
+
+    split = "test" if len(data.y_test) else "val"
+    x, y = (data.x_test, data.y_test) if split == "test" else (data.x_val, data.y_val)
+    members = list(ranked[:ENSEMBLE_TOP_K])
+    outcomes = [_retrain(spec, data, r.params) for r in members]
+    usable = [(r, o) for r, o in zip(members, outcomes) if o.status != "diverged"]
+    best_model = outcomes[0].model
+    labels = torch.from_numpy(np.array(y))
+    probs = [_probabilities(o.model, x) for _, o in usable]
+    best_acc = float((probs[0].argmax(1) == labels).float().mean())
+    ensemble_acc = None
+    if len(probs) > 1:
+        mean = torch.stack(probs).mean(0)  # (N, classes): averaged softmax
+        ensemble_acc = float((mean.argmax(1) == labels).float().mean())
+    acts = activation_stats(best_model, torch.from_numpy(np.array(data.x_val[:512])),
+                            ranked[0].params["activation"])
+    return FinalEvaluation(split=split, best_accuracy=best_acc, ensemble_accuracy=ensemble_acc,
+                           ensemble_members=[r.name for r, _ in usable] if ensemble_acc else [],
+                           model=best_model, activations=acts)
+
+
+def log_best_model(tracker: Tracker, run_id: str, model: torch.nn.Module, data: Dataset) -> None:
+    """The best model as an MLflow PyTorch model with an input example and a signature."""
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.models import infer_signature
+
+    model.eval()
+    example = np.array(data.x_val[:5], dtype=np.float32)
+    with torch.no_grad():
+        output = model(torch.from_numpy(example)).numpy()
+    mlflow.set_tracking_uri(tracker.uri)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.pytorch.log_model(
+            model, name="model", input_example=example,
+            signature=infer_signature(example, output),
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        )
+    state = data.preprocessor.state_dict()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "preprocessing.npz"
+        np.savez(path, **{k: np.asarray(v) for k, v in state.get("arrays", {}).items()})
+        tracker.log_artifact(run_id, path, "model")
+    tracker.log_text(run_id, _preprocessing_note(state), "model/preprocessing.md")
+
+
+def _preprocessing_note(state: dict[str, Any]) -> str:
+    steps = ", ".join(state.get("steps", [])) or "none"
+    return (f"# Preprocessing\n\nThe model expects inputs preprocessed with: {steps}, fitted on "
+            f"the training split. The fitted statistics are in `preprocessing.npz` beside this "
+            f"file.\n")
+
