@@ -15,7 +15,7 @@ from hpo.spec import Spec
 from hpo.tracking import Tracker
 from hpo.tune import decode
 
-__all__ = ["StudyCallback", "TrialRecord", "trial_label"]
+__all__ = ["StudyCallback", "TrialRecord", "classify", "trial_flags", "trial_label"]
 
 #: Below this train and val accuracy (as a multiple of chance) a trial is "underfitting".
 UNDERFIT_OVER_CHANCE = 3.0
@@ -35,6 +35,8 @@ class TrialRecord:
     status: str = "running"  # running | ok | diverged | overfitting | underfitting | failed
     error: str | None = None
     flags: list[str] = field(default_factory=list)  # e.g. update-ratio-high, dead-units
+    node: str | None = None  # the Ray node that ran its last attempt
+    attempts: int = 1  # 1 + retries after a failure (search.max_failures)
 
     @property
     def name(self) -> str:
@@ -85,7 +87,12 @@ class StudyCallback(Callback):
     # -- Tune hooks ---------------------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if trial.trial_id in self.records:  # a retry of a failed trial: same record, same run
-            self.records[trial.trial_id].status = "running"
+            record = self.records[trial.trial_id]
+            record.status = "running"
+            if trial.num_failures >= record.attempts:  # it starts over from epoch 1
+                record.attempts = trial.num_failures + 1
+                record.history.clear()
+                self.tracker.discard(record.run_id)
             return
         sampled = decode(self.ranges, trial.config) if self.ranges else {}
         record = TrialRecord(
@@ -106,6 +113,7 @@ class StudyCallback(Callback):
             return
         metrics = {k: v for k, v in result.items() if _is_trial_metric(k)}
         record.history.append(metrics)
+        record.node = result.get("node", record.node)
         self.tracker.buffer_metrics(record.run_id, metrics, step=int(result.get("epoch", 0)))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -115,7 +123,8 @@ class StudyCallback(Callback):
         record.status = self._status(record)
         record.flags = trial_flags(record)
         tags = {"hpo.status": record.status, "hpo.epochs": len(record.history),
-                "hpo.flags": ",".join(record.flags) or "none"}
+                "hpo.flags": ",".join(record.flags) or "none",
+                "hpo.node": record.node or "unknown", "hpo.attempts": record.attempts}
         self.tracker.set_tags(record.run_id, tags)
         self.tracker.end_run(record.run_id, "FINISHED")
         self._progress(trials)
@@ -128,21 +137,16 @@ class StudyCallback(Callback):
         error = getattr(trial, "error_file", None)
         record.error = _first_error_line(trial)
         self.tracker.set_tags(record.run_id, {"hpo.status": "failed",
-                                              "hpo.error": record.error or str(error)})
+                                              "hpo.error": record.error or str(error),
+                                              "hpo.node": record.node or "unknown",
+                                              "hpo.attempts": trial.num_failures})
         self.tracker.end_run(record.run_id, "FAILED")
         self._progress(trials)
 
     # -- helpers ------------------------------------------------------------------------------
     def _status(self, record: TrialRecord) -> str:
-        last = record.last
-        if last.get("diverged"):
-            return "diverged"
-        train, val = last.get("train_accuracy", 0.0), last.get("val_accuracy", 0.0)
-        if train - val > self.spec.gap.threshold:
-            return "overfitting"
-        if max(train, val) < min(0.5, UNDERFIT_OVER_CHANCE / self.num_classes):
-            return "underfitting"
-        return "ok"
+        return classify(record.last, gap_threshold=self.spec.gap.threshold,
+                        num_classes=self.num_classes)
 
     def best(self) -> TrialRecord | None:
         metric, mode = self.spec.search.metric, self.spec.search.resolved_mode
@@ -180,6 +184,19 @@ _BASE_METRICS = {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "ga
 
 def _is_trial_metric(key: str) -> bool:
     return key in _BASE_METRICS or key.startswith(("update_ratio.", "act."))
+
+
+def classify(last: Mapping[str, float], *, gap_threshold: float, num_classes: int) -> str:
+    """A finished trial's status from its last epoch: diverged, overfitting (train - val
+    accuracy above the threshold), underfitting (both accuracies near chance), else ok."""
+    if last.get("diverged"):
+        return "diverged"
+    train, val = last.get("train_accuracy", 0.0), last.get("val_accuracy", 0.0)
+    if train - val > gap_threshold:
+        return "overfitting"
+    if max(train, val) < min(0.5, UNDERFIT_OVER_CHANCE / num_classes):
+        return "underfitting"
+    return "ok"
 
 
 def trial_flags(record: TrialRecord) -> list[str]:

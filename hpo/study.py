@@ -75,7 +75,7 @@ def run_study(
     folder.mkdir(parents=True, exist_ok=True)
     _say(quiet, f"study {spec.name!r}: {data.summary()}")
 
-    started_ray = start_ray(address)
+    started_ray = False
     tracker.ensure_experiment()
     study_run = tracker.start_run(
         spec.name, tags={"hpo.kind": "study", "hpo.seed": str(spec.seed)},
@@ -88,6 +88,7 @@ def run_study(
         sanity = None
         if spec.sanity.enabled and not force:
             sanity = sanity_gate(spec, data, tracker, study_run, quiet=quiet)
+        started_ray = start_ray(address)
         data_ref = ray.put(data)
         ranges = spec.distributions()
         rounds_total = spec.search.rounds if ranges else 1
