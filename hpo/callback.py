@@ -5,54 +5,20 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from ray.tune import Callback
 
+from hpo.journal import Journal, TrialRecord
 from hpo.space import Distribution
 from hpo.spec import Spec
 from hpo.tracking import Tracker
 from hpo.tune import decode
 
-__all__ = ["StudyCallback", "TrialRecord", "classify", "trial_flags", "trial_label"]
+__all__ = ["StudyCallback", "classify", "trial_flags", "trial_label"]
 
 #: Below this train and val accuracy (as a multiple of chance) a trial is "underfitting".
 UNDERFIT_OVER_CHANCE = 3.0
-
-
-@dataclass
-class TrialRecord:
-    """One trial of the study, as the driver saw it."""
-
-    round: int
-    index: int  # 1-based, in creation (= sampling) order within the round
-    trial_id: str
-    params: dict[str, Any]  # every resolved hyperparameter
-    sampled: dict[str, Any]  # only the searched ones
-    run_id: str | None = None
-    history: list[dict[str, float]] = field(default_factory=list)
-    status: str = "running"  # running | ok | diverged | overfitting | underfitting | failed
-    error: str | None = None
-    flags: list[str] = field(default_factory=list)  # e.g. update-ratio-high, dead-units
-    node: str | None = None  # the Ray node that ran its last attempt
-    attempts: int = 1  # 1 + retries after a failure (search.max_failures)
-
-    @property
-    def name(self) -> str:
-        return f"{self.round}-{self.index:02d}"
-
-    @property
-    def last(self) -> dict[str, float]:
-        return self.history[-1] if self.history else {}
-
-    def metric(self, key: str) -> float | None:
-        value = self.last.get(key)
-        return float(value) if value is not None and math.isfinite(value) else None
-
-    @property
-    def finished(self) -> bool:
-        return self.status not in ("running", "failed")
 
 
 def trial_label(record: TrialRecord) -> str:
@@ -72,25 +38,54 @@ def _trial_index(trial_id: str, fallback: int) -> int:
 
 
 class StudyCallback(Callback):
-    """Receives Tune's trial events in the driver, in order."""
+    """Receives Tune's trial events in the driver, in order, and journals every trial.
+
+    Ray Tune pickles its callbacks with the experiment so that ``Tuner.restore`` brings them
+    back; this one pickles only its settings and rebuilds the MLflow client and the trial
+    records (from the journal) when it is used again.
+    """
 
     def __init__(self, *, spec: Spec, ranges: Mapping[str, Distribution], round_index: int,
-                 round_run: str, tracker: Tracker, total: int, quiet: bool = False,
-                 num_classes: int = 10) -> None:
+                 round_run: str, tracker: Tracker, journal: Journal, total: int,
+                 quiet: bool = False, num_classes: int = 10) -> None:
         self.spec, self.ranges, self.round = spec, dict(ranges), round_index
         self.round_run, self.tracker, self.total, self.quiet = round_run, tracker, total, quiet
-        self.num_classes = num_classes
-        self.records: dict[str, TrialRecord] = {}
+        self.journal, self.num_classes = journal, num_classes
+        self._records: dict[str, TrialRecord] | None = None
         self._tty = sys.stderr.isatty()
         self._milestone = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["tracker"] = (self.tracker.uri, self.tracker.experiment_name)
+        state["_records"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if isinstance(self.tracker, tuple):
+            self.tracker = Tracker(*self.tracker)
+            self.tracker.ensure_experiment()
+
+    @property
+    def records(self) -> dict[str, TrialRecord]:
+        """This round's trials: those the journal already holds, then those seen since."""
+        if self._records is None:
+            self._records = {r.trial_id: r for r in self.journal.replay().round_records(self.round)}
+        return self._records
+
     # -- Tune hooks ---------------------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if trial.trial_id in self.records:  # a retry of a failed trial: same record, same run
-            record = self.records[trial.trial_id]
-            record.status = "running"
-            if trial.num_failures >= record.attempts:  # it starts over from epoch 1
-                record.attempts = trial.num_failures + 1
+        record = self.records.get(trial.trial_id)
+        if record is not None:
+            # A retry after a failure, or a trial interrupted by a killed driver: same record,
+            # same MLflow run, epochs start over. A finished one only replays its result
+            # (hpo.tune skips its training), which changes nothing here.
+            if record.finished:
+                self.journal.append("trial_replayed", round=self.round, trial_id=trial.trial_id)
+            else:
+                record.status = "running"
+                record.attempts = max(record.attempts, trial.num_failures + 1)
                 record.history.clear()
                 self.tracker.discard(record.run_id)
             return
@@ -105,11 +100,12 @@ class StudyCallback(Callback):
                   "hpo.status": "running", "hpo.kind": "trial"},
         )
         self.records[trial.trial_id] = record
+        self.journal.append("trial_start", record=record.to_json())
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
         record = self.records.get(trial.trial_id)
-        if record is None:
+        if record is None or record.finished:
             return
         metrics = {k: v for k, v in result.items() if _is_trial_metric(k)}
         record.history.append(metrics)
@@ -118,30 +114,34 @@ class StudyCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         record = self.records.get(trial.trial_id)
-        if record is None:
+        if record is None or record.finished:
             return
         record.status = self._status(record)
         record.flags = trial_flags(record)
-        tags = {"hpo.status": record.status, "hpo.epochs": len(record.history),
-                "hpo.flags": ",".join(record.flags) or "none",
-                "hpo.node": record.node or "unknown", "hpo.attempts": record.attempts}
-        self.tracker.set_tags(record.run_id, tags)
+        self.tracker.set_tags(record.run_id, {
+            "hpo.status": record.status, "hpo.epochs": len(record.history),
+            "hpo.flags": ",".join(record.flags) or "none",
+            "hpo.node": record.node or "unknown", "hpo.attempts": record.attempts})
         self.tracker.end_run(record.run_id, "FINISHED")
+        self.journal.append("trial_end", record=record.to_json())
         self._progress(trials)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         record = self.records.get(trial.trial_id)
-        if record is None:
+        if record is None or record.finished:
             return
         record.status = "failed"
-        error = getattr(trial, "error_file", None)
         record.error = _first_error_line(trial)
-        self.tracker.set_tags(record.run_id, {"hpo.status": "failed",
-                                              "hpo.error": record.error or str(error),
+        self.tracker.set_tags(record.run_id, {"hpo.status": "failed", "hpo.error": record.error,
                                               "hpo.node": record.node or "unknown",
-                                              "hpo.attempts": trial.num_failures})
+                                              "hpo.attempts": record.attempts})
         self.tracker.end_run(record.run_id, "FAILED")
+        self.journal.append("trial_end", record=record.to_json())
         self._progress(trials)
+
+    def finished_results(self) -> dict[str, dict[str, float]]:
+        """Trial id -> last metrics of the trials this round already finished (for a restore)."""
+        return {tid: r.last for tid, r in self.records.items() if r.finished and r.history}
 
     # -- helpers ------------------------------------------------------------------------------
     def _status(self, record: TrialRecord) -> str:

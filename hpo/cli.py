@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="where study folders live (default: ./hpo_runs)")
     search.add_argument("--force", action="store_true",
                         help="skip the sanity checks (run the study even if they would fail)")
+    search.add_argument("--resume", action="store_true",
+                        help="continue the interrupted study of this file from its study folder")
     check = sub.add_parser("check", parents=[common],
                            help="only the sanity checks (babysitting), as a pass/fail table")
     check.add_argument("space", metavar="SPACE.yaml")
@@ -100,7 +102,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         spec = _load(args)
         run_study(spec, address=args.address, tracking_uri=args.tracking_uri, quiet=args.quiet,
-                  force=args.force, study_root=args.study_root)
+                  force=args.force, resume=args.resume, study_root=args.study_root)
         return 0
     if args.command == "check":
         from hpo.single import check_only

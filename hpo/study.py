@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpo.errors import RunError, SanityCheckFailed
+from hpo.errors import InputError, RunError, SanityCheckFailed
+from hpo.journal import Journal, JournalState
 from hpo.report import advice, fmt_range, fmt_value, table
-from hpo.space import Distribution
+from hpo.space import Distribution, parse_distribution
 from hpo.spec import REGULARIZATION, Spec
 from hpo.tracking import Tracker, resolve_tracking_uri, ui_command
 
@@ -58,97 +61,63 @@ def run_study(
     tracking_uri: str | None = None,
     quiet: bool = False,
     force: bool = False,
+    resume: bool = False,
     study_root: str | Path = "hpo_runs",
 ) -> StudyResult:
-    """Run every round of ``spec``; input errors surface before anything is logged."""
+    """Run every round of ``spec``; input errors surface before anything is logged.
+
+    With ``resume`` the study continues from its folder's journal: finished rounds are read
+    back, the interrupted round is restored by Ray Tune, and the same MLflow runs go on.
+    """
     import ray
 
-    from hpo.callback import StudyCallback
     from hpo.data import load_dataset
-    from hpo.tune import run_round, start_ray
+    from hpo.tune import start_ray
 
     data = load_dataset(spec.data, seed=spec.seed)  # DataError (exit 2) before any logging
+    folder = study_dir_for(spec, study_root)
+    journal = Journal(folder / "journal.jsonl")
+    past = _resumable(spec, journal, folder) if resume else None
     uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri)
     tracker = Tracker(uri, spec.name)
     tracker.check()  # an unreachable server fails here, before any trial
-    folder = study_dir_for(spec, study_root)
-    folder.mkdir(parents=True, exist_ok=True)
-    _say(quiet, f"study {spec.name!r}: {data.summary()}")
-
-    started_ray = False
     tracker.ensure_experiment()
-    study_run = tracker.start_run(
-        spec.name, tags={"hpo.kind": "study", "hpo.seed": str(spec.seed)},
-        params={**{f"search.{k}": v for k, v in _search_params(spec).items()},
-                **{k: v for k, v in spec.fixed().items()}},
-    )
-    tracker.log_text(study_run, spec.to_yaml(), "study.yaml")
-    status = "FAILED"
+    _say(quiet, f"study {spec.name!r}: {data.summary()}"
+         + (f" (resuming from {journal.path})" if past else ""))
+
+    if past is None:
+        shutil.rmtree(folder / "ray", ignore_errors=True)  # a new study of this name
+        journal.reset()
+        study_run = tracker.start_run(
+            spec.name, tags={"hpo.kind": "study", "hpo.seed": str(spec.seed)},
+            params={**{f"search.{k}": v for k, v in _search_params(spec).items()},
+                    **{k: v for k, v in spec.fixed().items()}},
+        )
+        tracker.log_text(study_run, spec.to_yaml(), "study.yaml")
+        journal.append("study", fingerprint=_fingerprint(spec), study_run_id=study_run)
+    else:
+        study_run = past.study_run_id
+        tracker.set_tags(study_run, {"hpo.resumed": "true"})
+    started_ray, status = False, "FAILED"
     try:
         sanity = None
-        if spec.sanity.enabled and not force:
+        if spec.sanity.enabled and not force and not (past and past.sanity_done):
             sanity = sanity_gate(spec, data, tracker, study_run, quiet=quiet)
+            journal.append("sanity")
         started_ray = start_ray(address)
-        data_ref = ray.put(data)
-        ranges = spec.distributions()
-        rounds_total = spec.search.rounds if ranges else 1
-        trials_per_round = spec.search.trials_per_round if ranges else 1
-        records: list[Any] = []
-        summaries: list[RoundSummary] = []
-        stopped_early = False
-        for k in range(1, rounds_total + 1):
-            round_run = tracker.start_run(
-                f"round {k}", parent=study_run,
-                tags={"hpo.kind": "round", "hpo.round": str(k)},
-                params={f"range.{n}": fmt_range(d) for n, d in ranges.items()},
-            )
-            callback = StudyCallback(spec=spec, ranges=ranges, round_index=k, round_run=round_run,
-                                     tracker=tracker, total=trials_per_round, quiet=quiet,
-                                     num_classes=data.num_classes)
-            run_round(spec, ranges, round_index=k, num_trials=trials_per_round,
-                      data_ref=data_ref, storage=folder / "ray", callbacks=[callback])
-            round_records = sorted(callback.records.values(), key=lambda r: r.index)
-            records += round_records
-            summary = RoundSummary(index=k, ranges=dict(ranges), run_id=round_run,
-                                   trials=len(round_records))
-            best = callback.best()
-            if best is not None:
-                summary.best_name, summary.best_metric = best.name, best.metric(spec.search.metric)
-                tracker.log_metrics(round_run, {f"best_{spec.search.metric}": summary.best_metric})
-            summaries.append(summary)
-            if k < rounds_total and best is not None:
-                refinement = _refine(spec, ranges, round_records)
-                summary.changes = refinement.changes
-                _log_round_figure(spec, tracker, round_run, study_run, summary,
-                                  refinement.ranges, round_records)
-                tracker.log_text(round_run, json.dumps(_changes_json(refinement.changes),
-                                                       indent=2), "refinement.json")
-                _say(quiet, _round_table(spec, summary))
-                if _should_stop(spec, summaries, refinement.changes):
-                    stopped_early = True
-                    _say(quiet, f"stopping early after round {k}: no range widened and the best "
-                                f"improved by less than {spec.search.min_improvement:g}")
-                tracker.end_run(round_run)
-                ranges = refinement.ranges
-                if stopped_early:
-                    break
-            else:
-                _log_round_figure(spec, tracker, round_run, study_run, summary, None,
-                                  round_records)
-                _say(quiet, _round_table(spec, summary))
-                tracker.end_run(round_run)
-
+        records, summaries, stopped_early = _rounds(
+            spec, tracker, journal, past, study_run, ray.put(data), data.num_classes, folder,
+            quiet)
         best_record = _best(spec, records)
         if best_record is None:
             raise RunError(f"no trial of study {spec.name!r} finished with a finite "
                            f"{spec.search.metric}; see the failed runs in MLflow ({uri})")
         best_yaml = folder / "best.yaml"
-        best_spec = spec.with_fixed(best_record.sampled)
-        best_yaml.write_text(best_spec.to_yaml())
+        best_yaml.write_text(spec.with_fixed(best_record.sampled).to_yaml())
         tracker.log_artifact(study_run, best_yaml)
-        finals = {f"best_{k}": v for k, v in best_record.last.items()
-                  if k in ("val_accuracy", "val_loss", "train_accuracy", "train_loss", "gap")}
-        tracker.log_metrics(study_run, finals)
+        tracker.log_metrics(study_run, {f"best_{k}": v for k, v in best_record.last.items()
+                                        if k in ("val_accuracy", "val_loss", "train_accuracy",
+                                                 "train_loss", "gap")})
         final = _finish(spec, data, records, summaries, tracker, study_run, quiet)
         counts = _status_counts(records)
         tracker.set_tags(study_run, {
@@ -162,6 +131,7 @@ def run_study(
                              study_run_id=study_run, tracking_uri=uri, best_yaml=best_yaml,
                              stopped_early=stopped_early, final=final, sanity=sanity)
         tracker.log_text(study_run, markdown_report(result), "report.md")
+        journal.append("study_end")
         _say(quiet, final_report(result))
         return result
     except KeyboardInterrupt:
@@ -171,6 +141,117 @@ def run_study(
         tracker.end_run(study_run, status)
         if started_ray:
             ray.shutdown()
+
+
+def _fingerprint(spec: Spec) -> str:
+    return hashlib.sha256(spec.to_yaml().encode()).hexdigest()[:16]
+
+
+def _resumable(spec: Spec, journal: Journal, folder: Path) -> JournalState:
+    """The journal of an interrupted study of this spec, or an input error saying why not."""
+    if not journal.exists():
+        raise InputError(f"--resume: no interrupted study {spec.name!r} in {folder} "
+                         f"(run without --resume to start it)")
+    past = journal.replay()
+    if past.study_run_id is None:
+        raise InputError(f"--resume: {journal.path} holds no study start; run without --resume")
+    if past.fingerprint != _fingerprint(spec):
+        raise InputError(f"--resume: the study file changed since study {spec.name!r} started "
+                         f"(resume needs the same file and seed); run without --resume to start "
+                         f"a new study")
+    if past.finished:
+        raise InputError(f"--resume: study {spec.name!r} already finished; run without "
+                         f"--resume to start a new one")
+    return past
+
+
+def _ranges_from(forms: dict[str, Any]) -> dict[str, Distribution]:
+    return {n: parse_distribution(f) for n, f in forms.items()}
+
+
+def _rounds(spec: Spec, tracker: Tracker, journal: Journal, past: JournalState | None,
+            study_run: str, data_ref: Any, num_classes: int, folder: Path,
+            quiet: bool) -> tuple[list[Any], list[RoundSummary], bool]:
+    """The round loop: each round runs (or is read back from the journal), then refines."""
+    from hpo.callback import StudyCallback
+    from hpo.tune import can_restore_round, run_round
+
+    ranges = spec.distributions()
+    rounds_total = spec.search.rounds if ranges else 1
+    trials_per_round = spec.search.trials_per_round if ranges else 1
+    records: list[Any] = []
+    summaries: list[RoundSummary] = []
+    for k in range(1, rounds_total + 1):
+        before = past.rounds.get(k) if past else None
+        if before is not None and before.done:  # finished before the interruption
+            round_records = past.round_records(k)
+            records += round_records
+            summaries.append(_summary(spec, k, _ranges_from(before.ranges), before.run_id,
+                                      round_records))
+            if before.stopped_early or before.next_ranges is None:
+                return records, summaries, before.stopped_early
+            ranges = _ranges_from(before.next_ranges)
+            continue
+        resuming = before is not None
+        if before is not None:
+            round_run, ranges = before.run_id, _ranges_from(before.ranges)
+            if not can_restore_round(folder / "ray", k):
+                # Killed before Ray Tune's first snapshot of this round: run it again, and
+                # drop the trial runs it had begun so that MLflow holds no duplicates.
+                for r in past.round_records(k):
+                    tracker.client.delete_run(r.run_id)
+                journal.append("round_restart", round=k)
+                resuming = False
+        else:
+            round_run = tracker.start_run(
+                f"round {k}", parent=study_run,
+                tags={"hpo.kind": "round", "hpo.round": str(k)},
+                params={f"range.{n}": fmt_range(d) for n, d in ranges.items()},
+            )
+            journal.append("round_start", round=k, run_id=round_run,
+                           ranges={n: d.to_yaml() for n, d in ranges.items()})
+        callback = StudyCallback(spec=spec, ranges=ranges, round_index=k, round_run=round_run,
+                                 tracker=tracker, journal=journal, total=trials_per_round,
+                                 quiet=quiet, num_classes=num_classes)
+        run_round(spec, ranges, round_index=k, num_trials=trials_per_round, data_ref=data_ref,
+                  storage=folder / "ray", callbacks=[callback],
+                  finished=callback.finished_results() if resuming else None)
+        round_records = journal.replay().round_records(k)
+        records += round_records
+        summary = _summary(spec, k, ranges, round_run, round_records)
+        summaries.append(summary)
+        if summary.best_metric is not None:
+            tracker.log_metrics(round_run, {f"best_{spec.search.metric}": summary.best_metric})
+        next_ranges, stopped_early = None, False
+        if k < rounds_total and summary.best_metric is not None:
+            refinement = _refine(spec, ranges, round_records)
+            summary.changes, next_ranges = refinement.changes, refinement.ranges
+            tracker.log_text(round_run, json.dumps(_changes_json(refinement.changes), indent=2),
+                             "refinement.json")
+            stopped_early = _should_stop(spec, summaries, refinement.changes)
+        _log_round_figure(spec, tracker, round_run, study_run, summary, next_ranges,
+                          round_records)
+        _say(quiet, _round_table(spec, summary))
+        if stopped_early:
+            _say(quiet, f"stopping early after round {k}: no range widened and the best "
+                        f"improved by less than {spec.search.min_improvement:g}")
+        tracker.end_run(round_run)
+        journal.append("round_end", round=k, stopped_early=stopped_early,
+                       next_ranges={n: d.to_yaml() for n, d in next_ranges.items()}
+                       if next_ranges else None)
+        if next_ranges is None or stopped_early:
+            return records, summaries, stopped_early
+        ranges = next_ranges
+    return records, summaries, False
+
+
+def _summary(spec: Spec, k: int, ranges: dict[str, Distribution], run_id: str,
+             records: list[Any]) -> RoundSummary:
+    summary = RoundSummary(index=k, ranges=dict(ranges), run_id=run_id, trials=len(records))
+    best = _best(spec, records)
+    if best is not None:
+        summary.best_name, summary.best_metric = best.name, best.metric(spec.search.metric)
+    return summary
 
 
 def sanity_gate(spec: Spec, data: Any, tracker: Tracker, run_id: str, *, quiet: bool) -> list:

@@ -1,0 +1,112 @@
+"""`hpo search --resume` after the driver is SIGKILLed mid-round: same study, exact counts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+ROUNDS, TRIALS, EPOCHS = 2, 6, 4
+STUDY = {
+    "name": "resumable",
+    "data": {"source": "digits", "preprocess": ["zero_center", "normalize"]},
+    "model": {"hidden": [64], "activation": {"choice": ["relu", "tanh"]}, "init": "he"},
+    "train": {"epochs": EPOCHS, "lr": {"loguniform": [1e-3, 0.5]}},
+    "search": {"rounds": ROUNDS, "trials_per_round": TRIALS},
+    "sanity": {"enabled": False},
+}
+
+
+def events(journal: Path) -> list[dict]:
+    if not journal.exists():
+        return []
+    out = []
+    for line in journal.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return out
+
+
+def finished_in_round(evts: list[dict], k: int) -> set[str]:
+    return {e["record"]["trial_id"] for e in evts
+            if e["event"] == "trial_end" and e["record"]["round"] == k}
+
+
+def test_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(STUDY))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    journal = tmp_path / "hpo_runs" / "resumable" / "journal.jsonl"
+    cmd = [sys.executable, "-m", "hpo", "search", str(space), "--tracking-uri", uri, "--quiet"]
+
+    driver = subprocess.Popen(cmd, cwd=tmp_path, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            evts = events(journal)
+            # mid-round 2: some of its trials finished, not all, and Tune has had time to snapshot
+            if len(finished_in_round(evts, 2)) >= 2:
+                break
+            assert driver.poll() is None, "the study ended before it could be interrupted"
+            time.sleep(0.2)
+        else:
+            pytest.fail("round 2 never got going")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started in-process
+        driver.wait()
+    before = events(journal)
+    done_before = finished_in_round(before, 1) | finished_in_round(before, 2)
+    assert len(finished_in_round(before, 1)) == TRIALS
+    assert 2 <= len(finished_in_round(before, 2)) < TRIALS
+    assert not any(e["event"] == "study_end" for e in before)
+
+    resumed = subprocess.run([*cmd, "--resume"], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+
+    after = events(journal)[len(before):]
+    ends = Counter(e["record"]["trial_id"] for e in after if e["event"] == "trial_end")
+    assert not set(ends) & done_before  # no finished trial ended (so trained) twice
+    assert sum(ends.values()) == TRIALS - len(finished_in_round(before, 2))
+    assert after[-1]["event"] == "study_end"
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("resumable")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    kinds = Counter(r.data.tags["hpo.kind"] for r in runs)
+    assert kinds == {"study": 1, "round": ROUNDS, "trial": ROUNDS * TRIALS}
+    (study,) = [r for r in runs if r.data.tags["hpo.kind"] == "study"]
+    assert study.info.run_id == before[0]["study_run_id"]
+    assert study.info.status == "FINISHED" and study.data.tags["hpo.resumed"] == "true"
+    trials = [r for r in runs if r.data.tags["hpo.kind"] == "trial"]
+    assert len({t.data.tags["hpo.trial"] for t in trials}) == ROUNDS * TRIALS
+    for t in trials:
+        assert t.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(t.info.run_id, "val_accuracy")]
+        assert steps == list(range(1, EPOCHS + 1))  # every epoch once: nothing logged twice
+
+    rerun = subprocess.run([*cmd, "--resume"], cwd=tmp_path, capture_output=True, text=True)
+    assert rerun.returncode == 2 and "already finished" in rerun.stderr
+
+
+def test_resume_without_a_study_is_an_input_error(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(STUDY))
+    run = subprocess.run([sys.executable, "-m", "hpo", "search", str(space), "--resume",
+                          "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 2 and "no interrupted study 'resumable'" in run.stderr
