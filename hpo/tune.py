@@ -26,6 +26,8 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Snapshot the experiment (what Tuner.restore reads) every 2 s rather than Tune's adaptive >= 10 s.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
 
 
 def quiet_libraries() -> None:
@@ -121,15 +123,34 @@ def make_sampler(kind: str, seed: int, trials: int):
 
 
 def _trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
-               ranges: Mapping[str, Distribution], threads: int) -> None:
+               ranges: Mapping[str, Distribution], threads: int,
+               finished: Mapping[str, dict[str, float]]) -> None:
+    import ray
     import torch
     from ray import tune
 
     from hpo.trainable import train_trial
 
+    done = finished.get(tune.get_context().get_trial_id())
+    if done is not None:  # finished before the driver was killed: replay, do not retrain
+        tune.report(dict(done))
+        return
+
     torch.set_num_threads(threads)
     params = spec.resolve(decode(ranges, config))
-    train_trial(params, data, seed=spec.seed, report=tune.report)
+    node = ray.get_runtime_context().get_node_id()  # where it ran: the trial run's hpo.node tag
+
+    def report(metrics: dict[str, float]) -> None:
+        tune.report({**metrics, "node": node})
+
+    train_trial(params, data, seed=spec.seed, report=report)
+
+
+def can_restore_round(storage: Path, round_index: int) -> bool:
+    """Whether Ray Tune left a snapshot of this round that ``Tuner.restore`` can continue."""
+    from ray import tune
+
+    return tune.Tuner.can_restore(str(storage.resolve() / f"round-{round_index}"))
 
 
 def run_round(
@@ -141,8 +162,14 @@ def run_round(
     data_ref: Any,
     storage: Path,
     callbacks: Sequence[Any] = (),
+    finished: Mapping[str, dict[str, float]] | None = None,
 ) -> None:
-    """Run one round; the callbacks see every trial start, result, completion and error."""
+    """Run one round; the callbacks see every trial start, result, completion and error.
+
+    With ``finished`` (trial id -> last metrics, from the study journal) the round is an
+    interrupted one: Ray Tune restores it from ``storage`` (its searcher, scheduler and trial
+    table, and our pickled callbacks) and only the trials that had not finished train.
+    """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -166,9 +193,14 @@ def run_round(
     cpu = s.resources_per_trial["cpu"]
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, data=data_ref, spec=spec, ranges=dict(ranges),
-                             threads=max(1, int(cpu))),
+                             threads=max(1, int(cpu)), finished=dict(finished or {})),
         {"cpu": cpu, "gpu": s.resources_per_trial["gpu"]},
     )
+    path = storage.resolve() / f"round-{round_index}"
+    if finished is not None and can_restore_round(storage, round_index):
+        tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
+                           resume_errored=False).fit()
+        return
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
