@@ -1,0 +1,227 @@
+"""Trial packing: trials that share an architecture train together as one vectorized model.
+
+Each member is built by the factory exactly as its own trial would be (same seed, so the same
+initial weights), then the members' parameters and batchnorm buffers are stacked on a leading
+member axis and one ``torch.func.vmap`` of ``functional_call`` runs them all on the same
+minibatch. Per-member learning rate, weight decay and momentum enter the optimizer step as
+tensors of shape (N,). Everything else a trial does is per member, as in ``train_trial``: its
+loss, its divergence (a diverged member stops updating; the rest go on), its metrics, its
+update/weight ratios and activation statistics.
+
+Members must agree on every field but ``PER_MEMBER``: those only scale an update or an initial
+draw. Dropout and the activations' shape parameters stay shared because they live inside the
+modules that vmap shares.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from hpo.data import Dataset
+from hpo.trainable import (
+    DIVERGENCE_FACTOR,
+    TRAIN_EVAL_SIZE,
+    TrialOutcome,
+    _geometric_mean,
+    _short,
+    model_config,
+    tensors,
+    train_config,
+)
+
+__all__ = ["PER_MEMBER", "pack_key", "packable", "train_pack"]
+
+#: Fields in which the members of one pack may differ.
+PER_MEMBER = ("lr", "weight_decay", "momentum", "init_std", "init_constant")
+
+
+def pack_key(params: Mapping[str, Any]) -> tuple:
+    """Members of one pack share this: every field but the per-member ones."""
+    return tuple(sorted((k, repr(v)) for k, v in params.items() if k not in PER_MEMBER))
+
+
+def packable(params: Mapping[str, Any]) -> bool:
+    """The mlp family without a checkpoint (finetuning freezes parameters per model)."""
+    return params.get("arch", "mlp") == "mlp" and params.get("checkpoint") is None
+
+
+class _PackedOptimizer:
+    """torch.optim.SGD (momentum, nesterov) and Adam, step for step, with (N,) hyperparameters."""
+
+    def __init__(self, kind: str, lr: torch.Tensor, momentum: torch.Tensor) -> None:
+        self.kind, self.lr, self.momentum = kind, lr, momentum
+        self.state: dict[str, dict[str, torch.Tensor]] = {}
+        self.t = 0
+
+    @staticmethod
+    def _per(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return value.view(-1, *([1] * (like.dim() - 1)))  # (N, 1, ..., 1)
+
+    @torch.no_grad()
+    def step(self, params: dict[str, torch.Tensor], grads: Sequence[torch.Tensor],
+             alive: torch.Tensor) -> None:
+        self.t += 1
+        for (name, p), g in zip(params.items(), grads):
+            lr, mask = self._per(self.lr, p), self._per(alive.to(p.dtype), p)
+            s = self.state.setdefault(name, {})
+            if self.kind == "adam":
+                beta1, beta2, eps = self._per(self.momentum, p), 0.999, 1e-8
+                m = s.setdefault("m", torch.zeros_like(p))
+                v = s.setdefault("v", torch.zeros_like(p))
+                # torch.optim.Adam's arithmetic, in its order (lerp; corrections in double)
+                m.lerp_(g, 1 - beta1)
+                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                step_size = (lr.double() / (1 - beta1.double() ** self.t)).to(p.dtype)
+                denom = (v.sqrt() / math.sqrt(1 - beta2 ** self.t)).add_(eps)
+                p.sub_(mask * step_size * m / denom)
+                continue
+            d = g
+            if self.kind != "sgd":
+                mom = self._per(self.momentum, p)
+                if "buf" not in s:
+                    s["buf"] = g.clone()
+                else:
+                    s["buf"].mul_(mom).add_(g)
+                d = g + mom * s["buf"] if self.kind == "nesterov" else s["buf"]
+            p.sub_(mask * lr * d)
+
+
+def train_pack(
+    members: Sequence[Mapping[str, Any]],
+    data: Dataset,
+    *,
+    seed: int,
+    report: Callable[[list[dict[str, float] | None]], None] | None = None,
+) -> list[TrialOutcome]:
+    """Train every member configuration at once; ``report`` gets, each epoch, one metrics dict
+    per member (None for a member that diverged in an earlier epoch)."""
+    from hpo.diagnostics import activation_stats
+    from models import build_model
+
+    keys = {pack_key(m) for m in members}
+    if len(keys) != 1 or not all(packable(m) for m in members):
+        raise ValueError("pack members must share every structural field (only "
+                         f"{', '.join(PER_MEMBER)} may differ) and be mlp without a checkpoint")
+    n = len(members)
+    cfgs = [train_config(m) for m in members]
+    models = []
+    for m in members:
+        torch.manual_seed(seed)  # each member starts where its own trial would
+        models.append(build_model(model_config(m), input_shape=data.input_shape,
+                                  num_classes=data.num_classes))
+    params, buffers = stack_module_state(models)  # name -> (N, *shape)
+    # The template that vmap calls with each member's tensors; its own tensors are never used.
+    base = copy.deepcopy(models[0]).to("meta")
+
+    def forward(p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(base, (p, b), (x,))
+
+    batched = vmap(forward, in_dims=(0, 0, None), randomness="different")
+    weights = [k for k, v in params.items() if v.dim() > 2]  # (N, out, in...): matrices, kernels
+    wd = torch.tensor([c.weight_decay for c in cfgs])
+    opt = _PackedOptimizer(cfgs[0].optimizer, torch.tensor([c.lr for c in cfgs]),
+                           torch.tensor([c.momentum for c in cfgs]))
+    t = tensors(data)
+    x_train, y_train = t["x_train"], t["y_train"]
+    x_eval, y_eval = x_train[:TRAIN_EVAL_SIZE], y_train[:TRAIN_EVAL_SIZE]
+    generator = torch.Generator().manual_seed(seed)
+    outcomes = [TrialOutcome() for _ in range(n)]
+    alive = torch.ones(n, dtype=torch.bool)
+    initial = torch.full((n,), math.nan)
+    size, batch, epochs = len(y_train), cfgs[0].batch_size, cfgs[0].epochs
+
+    def evaluate(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        base.eval()
+        with torch.no_grad():
+            loss_sum, correct = torch.zeros(n), torch.zeros(n)
+            for i in range(0, len(y), 1024):
+                logits = batched(params, buffers, x[i:i + 1024])  # (N, B, classes)
+                loss_sum += nn.functional.cross_entropy(
+                    logits.transpose(1, 2), y[i:i + 1024].expand(n, -1), reduction="none"
+                ).sum(1)
+                correct += (logits.argmax(2) == y[i:i + 1024]).sum(1)
+        return loss_sum / len(y), correct / len(y)
+
+    for epoch in range(1, epochs + 1):
+        base.train()
+        order = torch.randperm(size, generator=generator)
+        loss_sum, seen = torch.zeros(n), 0
+        diverged_now = torch.zeros(n, dtype=torch.bool)
+        before: dict[str, torch.Tensor] = {}
+        for i in range(0, size, batch):
+            idx = order[i:i + batch]
+            logits = batched(params, buffers, x_train[idx])  # (N, B, classes)
+            data_loss = nn.functional.cross_entropy(
+                logits.transpose(1, 2), y_train[idx].expand(n, -1), reduction="none").mean(1)
+            l2 = sum((params[k].pow(2).flatten(1).sum(1) for k in weights), torch.zeros(n))
+            loss = data_loss + 0.5 * wd * l2  # (N,)
+            value = loss.detach()
+            initial = torch.where(torch.isnan(initial), value, initial)
+            bad = alive & (~torch.isfinite(value) | (value > DIVERGENCE_FACTOR *
+                                                     initial.clamp(min=1e-3)))
+            if bad.any():  # these stop here, as their own trials would
+                alive &= ~bad
+                diverged_now |= bad
+            if not alive.any():
+                break
+            grads = torch.autograd.grad(loss[alive].sum(), list(params.values()))
+            if i + batch >= size:  # the epoch's last step: measure update/weight
+                before = {k: params[k].detach().clone() for k in weights}
+            opt.step(params, grads, alive)
+            loss_sum += torch.where(alive, data_loss.detach(), 0.0) * len(idx)
+            seen += len(idx)
+        reports: list[dict[str, float] | None] = [None] * n
+        for j in torch.nonzero(diverged_now).flatten().tolist():
+            outcomes[j].status = "diverged"
+            reports[j] = {"epoch": epoch, "train_loss": math.inf, "train_accuracy": 0.0,
+                          "val_loss": math.inf, "val_accuracy": 0.0, "gap": 0.0, "diverged": 1.0}
+        if alive.any():
+            train_loss, train_acc = evaluate(x_eval, y_eval)
+            val_loss, val_acc = evaluate(t["x_val"], t["y_val"])
+            for j in torch.nonzero(alive).flatten().tolist():
+                ratios = {k: _ratio(params[k][j], before[k][j]) for k in before}
+                reports[j] = {
+                    "epoch": epoch, "train_loss": float(loss_sum[j]) / max(seen, 1),
+                    "train_accuracy": float(train_acc[j]), "val_loss": float(val_loss[j]),
+                    "val_accuracy": float(val_acc[j]),
+                    "gap": float(train_acc[j]) - float(val_acc[j]), "diverged": 0.0,
+                    "update_ratio": _geometric_mean(ratios.values()),
+                    **{f"update_ratio.{_short(k)}": v for k, v in ratios.items()},
+                }
+        if epoch == epochs:
+            _activation_stats(models, params, buffers, alive, reports,
+                              t["x_val"][:512], activation_stats, members[0]["activation"])
+        for j, r in enumerate(reports):
+            if r is not None:
+                outcomes[j].history.append(r)
+                outcomes[j].initial_loss = float(initial[j])
+        if report:
+            report(reports)
+        if not alive.any():
+            break
+    return outcomes
+
+
+def _ratio(after: torch.Tensor, before: torch.Tensor) -> float:
+    norm = float(before.norm())
+    return float((after.detach() - before).norm()) / norm if norm > 0 else math.inf
+
+
+def _activation_stats(models: list[nn.Module], params: dict, buffers: dict, alive: torch.Tensor,
+                      reports: list, x: torch.Tensor, stats_fn: Callable, activation: str) -> None:
+    """The end-of-trial activation statistics, on each surviving member's own module."""
+    with torch.no_grad():
+        for j in torch.nonzero(alive).flatten().tolist():
+            model = models[j]
+            model.load_state_dict({**{k: v[j] for k, v in params.items()},
+                                   **{k: v[j] for k, v in buffers.items()}})
+            for layer, s in stats_fn(model, x, activation).items():
+                reports[j].update({f"act.{layer}.{k}": v for k, v in s.items() if k != "values"})
+
