@@ -9,6 +9,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from hpo._pack_search import PACK_KEY
 from hpo.journal import Journal, TrialRecord
 from hpo.space import Distribution
 from hpo.spec import Spec
@@ -32,9 +33,15 @@ def trial_label(record: TrialRecord) -> str:
     return " ".join(parts)
 
 
-def _trial_index(trial_id: str, fallback: int) -> int:
-    tail = trial_id.rsplit("_", 1)[-1]
-    return int(tail) + 1 if tail.isdigit() else fallback
+def _trial_index(trial: Any, fallback: int) -> int:
+    """1-based creation order. With a searcher, Tune's trial ids are 8 random hex digits (some
+    all decimal) and the counter, from 1, leads the experiment tag ("3_lr=0.01"); without one,
+    ids end in a counter from 0 ("ab12c_00000")."""
+    if "_" in trial.trial_id:
+        tail = trial.trial_id.rsplit("_", 1)[-1]
+        return int(tail) + 1 if tail.isdigit() else fallback
+    head = str(getattr(trial, "experiment_tag", "")).split("_", 1)[0]
+    return int(head) if head.isdigit() else fallback
 
 
 class StudyCallback(Callback):
@@ -75,73 +82,112 @@ class StudyCallback(Callback):
         return self._records
 
     # -- Tune hooks ---------------------------------------------------------------------------
+    def _members(self, trial: Any) -> list[tuple[str, dict[str, Any]]]:
+        """(record key, sampled config) of each trial a Ray trial carries: one, or a pack."""
+        config = trial.config or {}
+        if PACK_KEY in config:
+            return [(f"{trial.trial_id}#{i}", m) for i, m in enumerate(config[PACK_KEY])]
+        return [(trial.trial_id, config)]
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        record = self.records.get(trial.trial_id)
-        if record is not None:
-            # A retry after a failure, or a trial interrupted by a killed driver: same record,
-            # same MLflow run, epochs start over. A finished one only replays its result
-            # (hpo.tune skips its training), which changes nothing here.
-            if record.finished:
-                self.journal.append("trial_replayed", round=self.round, trial_id=trial.trial_id)
-            else:
-                record.status = "running"
-                record.attempts = max(record.attempts, trial.num_failures + 1)
-                record.history.clear()
-                self.tracker.discard(record.run_id)
-            return
-        sampled = decode(self.ranges, trial.config) if self.ranges else {}
-        record = TrialRecord(
-            round=self.round, index=_trial_index(trial.trial_id, len(self.records) + 1),
-            trial_id=trial.trial_id, params=self.spec.resolve(sampled), sampled=sampled,
-        )
-        record.run_id = self.tracker.start_run(
-            trial_label(record), parent=self.round_run, params=record.params,
-            tags={"hpo.round": str(self.round), "hpo.trial": record.name,
-                  "hpo.status": "running", "hpo.kind": "trial"},
-        )
-        self.records[trial.trial_id] = record
-        self.journal.append("trial_start", record=record.to_json())
+        for key, config in self._members(trial):
+            record = self.records.get(key)
+            if record is not None:
+                # A retry after a failure, or a trial interrupted by a killed driver: same
+                # record, same MLflow run, epochs start over. A finished one only replays its
+                # result (hpo.tune skips its training), which changes nothing here.
+                if record.finished:
+                    self.journal.append("trial_replayed", round=self.round, trial_id=key)
+                else:
+                    record.status = "running"
+                    record.attempts = max(record.attempts, trial.num_failures + 1)
+                    record.history.clear()
+                    self.tracker.discard(record.run_id)
+                continue
+            sampled = decode(self.ranges, config) if self.ranges else {}
+            # one trial: Tune's creation counter; a pack's members: in order after the others
+            index = (len(self.records) + 1 if key != trial.trial_id
+                     else _trial_index(trial, len(self.records) + 1))
+            record = TrialRecord(
+                round=self.round, index=index,
+                trial_id=key, params=self.spec.resolve(sampled), sampled=sampled,
+            )
+            record.run_id = self.tracker.start_run(
+                trial_label(record), parent=self.round_run, params=record.params,
+                tags={"hpo.round": str(self.round), "hpo.trial": record.name,
+                      "hpo.status": "running", "hpo.kind": "trial"},
+            )
+            self.records[key] = record
+            self.journal.append("trial_start", record=record.to_json())
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
-        record = self.records.get(trial.trial_id)
-        if record is None or record.finished:
-            return
-        metrics = {k: v for k, v in result.items() if _is_trial_metric(k)}
-        record.history.append(metrics)
-        record.node = result.get("node", record.node)
-        self.tracker.buffer_metrics(record.run_id, metrics, step=int(result.get("epoch", 0)))
+        packed = PACK_KEY in (trial.config or {})
+        for i, (key, _) in enumerate(self._members(trial)):
+            record = self.records.get(key)
+            if record is None or record.finished:
+                continue
+            if packed:  # member i's keys are "m<i>/<metric>"; a diverged member has none left
+                prefix = f"m{i}/"
+                own = {k[len(prefix):]: v for k, v in result.items() if k.startswith(prefix)}
+            else:
+                own = result
+            metrics = {k: v for k, v in own.items() if _is_trial_metric(k)}
+            if not metrics:
+                continue
+            record.history.append(metrics)
+            record.node = result.get("node", record.node)
+            self.tracker.buffer_metrics(record.run_id, metrics, step=int(own.get("epoch", 0)))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        record = self.records.get(trial.trial_id)
-        if record is None or record.finished:
-            return
-        record.status = self._status(record)
-        record.flags = trial_flags(record)
-        self.tracker.set_tags(record.run_id, {
-            "hpo.status": record.status, "hpo.epochs": len(record.history),
-            "hpo.flags": ",".join(record.flags) or "none",
-            "hpo.node": record.node or "unknown", "hpo.attempts": record.attempts})
-        self.tracker.end_run(record.run_id, "FINISHED")
-        self.journal.append("trial_end", record=record.to_json())
+        for key, _ in self._members(trial):
+            record = self.records.get(key)
+            if record is None or record.finished:
+                continue
+            record.status = self._status(record)
+            record.flags = trial_flags(record)
+            self.tracker.set_tags(record.run_id, {
+                "hpo.status": record.status, "hpo.epochs": len(record.history),
+                "hpo.flags": ",".join(record.flags) or "none",
+                "hpo.node": record.node or "unknown", "hpo.attempts": record.attempts})
+            self.tracker.end_run(record.run_id, "FINISHED")
+            self.journal.append("trial_end", record=record.to_json())
         self._progress(trials)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        record = self.records.get(trial.trial_id)
-        if record is None or record.finished:
-            return
-        record.status = "failed"
-        record.error = _first_error_line(trial)
-        self.tracker.set_tags(record.run_id, {"hpo.status": "failed", "hpo.error": record.error,
-                                              "hpo.node": record.node or "unknown",
-                                              "hpo.attempts": record.attempts})
-        self.tracker.end_run(record.run_id, "FAILED")
-        self.journal.append("trial_end", record=record.to_json())
+        error = _first_error_line(trial)
+        for key, _ in self._members(trial):
+            record = self.records.get(key)
+            if record is None or record.finished:
+                continue
+            record.status, record.error = "failed", error
+            self.tracker.set_tags(record.run_id, {
+                "hpo.status": "failed", "hpo.error": error,
+                "hpo.node": record.node or "unknown", "hpo.attempts": record.attempts})
+            self.tracker.end_run(record.run_id, "FAILED")
+            self.journal.append("trial_end", record=record.to_json())
         self._progress(trials)
 
     def finished_results(self) -> dict[str, dict[str, float]]:
-        """Trial id -> last metrics of the trials this round already finished (for a restore)."""
-        return {tid: r.last for tid, r in self.records.items() if r.finished and r.history}
+        """Ray trial id -> the last result of each Ray trial whose trials all finished (what a
+        restored round replays instead of training again)."""
+        groups: dict[str, list[tuple[int, TrialRecord]]] = {}
+        for key, r in self.records.items():
+            base, _, member = key.partition("#")
+            groups.setdefault(base, []).append((int(member) if member else -1, r))
+        out = {}
+        metric = self.spec.search.metric
+        for base, members in groups.items():
+            if not all(r.finished and r.history for _, r in members):
+                continue
+            if members[0][0] < 0:
+                out[base] = members[0][1].last
+                continue
+            flat = {f"m{i}/{k}": v for i, r in members for k, v in r.last.items()}
+            values = [r.last[metric] for _, r in members if metric in r.last]
+            flat[metric] = (max if self.spec.search.resolved_mode == "max" else min)(values)
+            out[base] = flat
+        return out
 
     # -- helpers ------------------------------------------------------------------------------
     def _status(self, record: TrialRecord) -> str:

@@ -146,6 +146,51 @@ def _trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
     train_trial(params, data, seed=spec.seed, report=report)
 
 
+def _packed_trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
+                      ranges: Mapping[str, Distribution], threads: int,
+                      finished: Mapping[str, dict[str, float]]) -> None:
+    """A Ray trial that trains a pack: one flat result per epoch, ``m<i>/<metric>`` per member,
+    and the best member's value under the metric's own name (what the scheduler reads)."""
+    import ray
+    import torch
+    from ray import tune
+
+    from hpo._pack_search import PACK_KEY, member_key
+    from hpo.packing import train_pack
+
+    done = finished.get(tune.get_context().get_trial_id())
+    if done is not None:
+        tune.report(dict(done))
+        return
+    torch.set_num_threads(threads)
+    members = [spec.resolve(decode(ranges, m)) for m in config[PACK_KEY]]
+    node = ray.get_runtime_context().get_node_id()
+    metric, pick = spec.search.metric, max if spec.search.resolved_mode == "max" else min
+
+    def report(per_member: list[dict[str, float] | None]) -> None:
+        flat: dict[str, Any] = {"node": node}
+        for i, metrics in enumerate(per_member):
+            if metrics is not None:
+                flat.update({member_key(i, k): v for k, v in metrics.items()})
+                flat["epoch"] = metrics["epoch"]
+        flat[metric] = pick(m[metric] for m in per_member if m is not None)
+        tune.report(flat)
+
+    train_pack(members, data, seed=spec.seed, report=report)
+
+
+def pack_size(spec: Spec, num_trials: int) -> int:
+    """Members per Ray trial for this study: 1 where packing does not apply."""
+    from hpo.packing import packable
+
+    pack = spec.search.pack
+    if pack == "auto":
+        pack = 64 if spec.search.resources_per_trial["gpu"] > 0 else 8
+    if not packable(spec.fixed()) or isinstance(spec.distributions().get("arch"), Categorical):
+        return 1
+    return max(1, min(int(pack), num_trials))
+
+
 def can_restore_round(storage: Path, round_index: int) -> bool:
     """Whether Ray Tune left a snapshot of this round that ``Tuner.restore`` can continue."""
     from ray import tune
@@ -177,12 +222,19 @@ def run_round(
     s = spec.search
     mode = s.resolved_mode
     quiet_libraries()
-    searcher = OptunaSearch(
-        space=optuna_space(ranges) if ranges else None,
-        metric=s.metric,
-        mode=mode,
-        sampler=make_sampler(s.sampler, round_seed(spec.seed, round_index), num_trials),
-    ) if ranges else None
+    pack = pack_size(spec, num_trials) if ranges else 1
+    sampler = make_sampler(s.sampler, round_seed(spec.seed, round_index), num_trials)
+    if pack > 1:
+        from hpo._pack_search import PackedOptunaSearch
+
+        searcher: Any = PackedOptunaSearch(space=optuna_space(ranges), metric=s.metric,
+                                           mode=mode, sampler=sampler, pack=pack,
+                                           total=num_trials)
+        samples = -(-num_trials // pack)  # ceil: the last pack may be smaller
+    else:
+        searcher = OptunaSearch(space=optuna_space(ranges), metric=s.metric, mode=mode,
+                                sampler=sampler) if ranges else None
+        samples = num_trials
     if s.scheduler == "asha":
         epochs = spec.train["epochs"]
         max_t = int(epochs.high) if isinstance(epochs, Int) else int(epochs)
@@ -192,7 +244,8 @@ def run_round(
         scheduler = FIFOScheduler()
     cpu = s.resources_per_trial["cpu"]
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, data=data_ref, spec=spec, ranges=dict(ranges),
+        tune.with_parameters(_packed_trainable if pack > 1 else _trainable,
+                             data=data_ref, spec=spec, ranges=dict(ranges),
                              threads=max(1, int(cpu)), finished=dict(finished or {})),
         {"cpu": cpu, "gpu": s.resources_per_trial["gpu"]},
     )
@@ -205,7 +258,7 @@ def run_round(
         trainable,
         tune_config=tune.TuneConfig(
             metric=s.metric, mode=mode, search_alg=searcher, scheduler=scheduler,
-            num_samples=num_trials, max_concurrent_trials=s.max_concurrent_trials,
+            num_samples=samples, max_concurrent_trials=s.max_concurrent_trials,
             reuse_actors=True, trial_dirname_creator=lambda trial: trial.trial_id,
         ),
         run_config=tune.RunConfig(

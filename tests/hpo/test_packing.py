@@ -75,3 +75,51 @@ def test_members_must_share_the_structure(data):
     assert pack_key(a) != pack_key(b)
     with pytest.raises(ValueError, match="share every structural field"):
         train_pack([a, b], data, seed=0)
+
+
+@pytest.mark.slow
+def test_a_packed_study_logs_one_mlflow_run_per_member_like_an_unpacked_one(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from hpo.study import run_study
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    shapes = {}
+    for pack in (1, 4):
+        spec = parse_spec({
+            "name": f"pack{pack}",
+            "data": {"source": "digits", "preprocess": ["zero_center", "normalize"]},
+            "model": {"hidden": [32], "activation": {"choice": ["relu", "tanh"]}, "init": "he"},
+            "train": {"epochs": 2, "lr": {"loguniform": [1e-2, 1e4]}, "optimizer": "sgd"},
+            "search": {"rounds": 1, "trials_per_round": 6, "pack": pack},
+            "sanity": {"enabled": False},
+        })
+        result = run_study(spec, tracking_uri=uri, quiet=True, study_root=tmp_path)
+        assert len(result.records) == 6
+        client = MlflowClient(tracking_uri=uri)
+        exp = client.get_experiment_by_name(f"pack{pack}")
+        trials = [r for r in client.search_runs([exp.experiment_id])
+                  if r.data.tags["hpo.kind"] == "trial"]
+        assert len(trials) == 6  # one run per member
+        assert len({t.data.tags["hpo.trial"] for t in trials}) == 6
+        statuses = {t.data.tags["hpo.status"] for t in trials}
+        ok = [t for t in trials if t.data.tags["hpo.status"] != "diverged"]
+        steps = {tuple(m.step for m in client.get_metric_history(t.info.run_id, "val_accuracy"))
+                 for t in ok}
+        shapes[pack] = {
+            "params": {frozenset(t.data.params) for t in trials},
+            "tags": {frozenset(k for k in t.data.tags if not k.startswith("mlflow.")) for t in ok},
+            # per activation: relu trials log dead units, tanh trials saturated ones
+            "metrics": {(t.data.params["activation"], frozenset(t.data.metrics)) for t in ok},
+            "steps": steps,
+            "parents": {t.data.tags["mlflow.parentRunId"] for t in trials},
+        }
+        assert "diverged" in statuses  # lr up to 1e4 with plain sgd: some members explode
+    for key in ("params", "tags", "steps"):
+        assert shapes[1][key] == shapes[4][key], key
+    both = {a for a, _ in shapes[1]["metrics"]} & {a for a, _ in shapes[4]["metrics"]}
+    assert both  # at least one activation trained in both studies
+    for activation in both:
+        assert ({m for a, m in shapes[1]["metrics"] if a == activation}
+                == {m for a, m in shapes[4]["metrics"] if a == activation})
+    assert len(shapes[1]["parents"]) == len(shapes[4]["parents"]) == 1  # all under their round
