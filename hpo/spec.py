@@ -204,6 +204,17 @@ class Finetune(Rule):
 
 
 @dataclass(frozen=True)
+class Pack(Rule):
+    allowed: str = "auto | a whole number >= 1"
+
+    def parse(self, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
+                               and value >= 1):
+            return value
+        raise Invalid("unknown value", self.allowed)
+
+
+@dataclass(frozen=True)
 class Resources(Rule):
     allowed: str = "{cpu: number > 0, gpu: number >= 0} (fractions allowed)"
 
@@ -237,6 +248,13 @@ PREPROCESS = ("zero_center", "per_channel_mean", "normalize", "pca", "whiten")
 class DataSpec:
     source: str = rule(OneOf(SOURCES), "digits")  # where the examples come from
     path: str | None = rule(Text(path=True), None)  # file or folder for file-based sources
+    # mnist | fashion_mnist | cifar10: fetch the standard files missing from data.path (default
+    # ~/.cache/hpo/<source>), each verified by its checksum; files already there are reused.
+    download: bool = rule(Flag(), False)
+    url: str | None = rule(Text(), None)  # folder URL holding the files; default: official mirror
+    # '<md5 or sha256 hex>  <file>' lines, as md5sum/sha256sum print them; they replace the
+    # official checksums of the files they name (needed when a mirror serves other files).
+    checksums: tuple[str, ...] = rule(ListOf(Text(optional=False), empty=True), ())
     target: str | None = rule(Text(), None)  # csv only: the label column (default "target")
     val_fraction: float = rule(Number(0, 1, low_open=True, high_open=True), 0.2)  # stratified
     test_fraction: float = rule(Number(0, 1, high_open=True), 0.0)  # final evaluation only
@@ -311,6 +329,10 @@ class SearchSpec:
         Resources(), factory=lambda: {"cpu": 1.0, "gpu": 0.0}
     )
     max_failures: int = rule(Number(low=0, integer=True), 1)  # retries of a trial that raises
+    # Members per Ray trial, trained as one vectorized model (mlp without checkpoint; they share
+    # every structural choice and differ in lr, weight_decay, momentum, init_std). auto: 8 on
+    # CPU, more on a GPU.
+    pack: int | str = rule(Pack(), 1)
 
     @property
     def resolved_mode(self) -> str:
@@ -617,15 +639,57 @@ _DIST_HELP = {
 def _cross_checks(spec: Spec) -> list[Problem]:
     problems = []
     d = spec.data
-    if d.source in ("mnist", "fashion_mnist", "cifar10", "npz", "csv") and d.path is None:
+    from hpo._download import REMOTES, checksum_problem  # standard library only: stays fast
+
+    fetchable = d.source in REMOTES
+    if d.source != "digits" and d.path is None and not (d.download and fetchable):
         problems.append(Problem("data.path", f"source {d.source!r} reads files: a path is needed",
-                                None, "an existing file or folder"))
+                                None, "an existing file or folder"
+                                + (", or data.download: true" if fetchable else "")))
+    if d.download and not fetchable:
+        problems.append(Problem("data.download", f"source {d.source!r} cannot be downloaded",
+                                True, f"false, or a source among {' | '.join(REMOTES)}"))
+    for key in ("url", "checksums"):
+        if getattr(d, key) and not d.download:
+            problems.append(Problem(f"data.{key}", "used only when downloading",
+                                    _plain(getattr(d, key)), "null / [], or data.download: true"))
+    if d.url is not None and not d.url.startswith(("http://", "https://", "file://")):
+        problems.append(Problem("data.url", "not a URL", d.url,
+                                "http://, https:// or file:// and the folder holding the files"))
+    for i, line in enumerate(d.checksums if fetchable else ()):
+        why = checksum_problem(line, d.source)
+        if why:
+            problems.append(Problem(f"data.checksums[{i}]", why, line,
+                                    "'<md5 or sha256 hex>  <file>' for "
+                                    + ", ".join(REMOTES[d.source].files)))
     if d.target is not None and d.source != "csv":
         problems.append(Problem("data.target", "only the csv source has a target column",
                                 d.target, "null unless data.source is csv"))
     if d.val_fraction + d.test_fraction >= 1:
         problems.append(Problem("data.test_fraction", "val_fraction + test_fraction must be < 1",
                                 d.test_fraction, f"< {1 - d.val_fraction:g}"))
+    # Shapes: pca/whiten leave flat (N, K) features and csv has only flat ones, while
+    # per_channel_mean and the convnet need images (N, C, H, W).
+    flattening = [s for s in d.preprocess if s in ("pca", "whiten")]
+    if "per_channel_mean" in d.preprocess and (
+            d.source == "csv" or (flattening and d.preprocess.index(flattening[0])
+                                  < d.preprocess.index("per_channel_mean"))):
+        problems.append(Problem("data.preprocess", "per_channel_mean needs images (N, C, H, W), "
+                                "but " + ("csv features are flat" if d.source == "csv" else
+                                          f"{flattening[0]} flattens them before it"),
+                                list(d.preprocess), "per_channel_mean before pca/whiten; "
+                                "zero_center for flat features"))
+    arch = spec.model["arch"]
+    archs = arch.choices if isinstance(arch, Categorical) else (arch,)
+    if "convnet" in archs and flattening:
+        problems.append(Problem("data.preprocess", f"{flattening[0]} leaves flat features, "
+                                "but model.arch convnet needs images (C, H, W)",
+                                list(d.preprocess), "zero_center | per_channel_mean | normalize "
+                                "for a convnet; pca/whiten with the mlp"))
+    if "convnet" in archs and d.source == "csv":
+        problems.append(Problem("data.source", "csv features are flat, but model.arch convnet "
+                                "needs images (C, H, W)", d.source,
+                                "an image source for a convnet; csv with the mlp"))
     if spec.model["finetune"] != "all" and spec.model["checkpoint"] is None:
         problems.append(Problem("model.finetune", "finetuning needs model.checkpoint",
                                 spec.model["finetune"], "all, or set model.checkpoint"))
