@@ -118,17 +118,18 @@ def log_best_model(tracker: Tracker, run_id: str, model: torch.nn.Module, data: 
             signature=infer_signature(example, output),
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         )
-    state = data.preprocessor.state_dict()
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "preprocessing.npz"
-        np.savez(path, **{k: np.asarray(v) for k, v in state.get("arrays", {}).items()})
+        path = Path(tmp) / "preprocess.npz"
+        data.preprocessor.save(path)
         tracker.log_artifact(run_id, path, "model")
-    tracker.log_text(run_id, _preprocessing_note(state), "model/preprocessing.md")
+    tracker.log_text(run_id, _preprocessing_note(data.preprocessor.steps),
+                     "model/preprocess.md")
 
 
-def _preprocessing_note(state: dict[str, Any]) -> str:
-    steps = ", ".join(state.get("steps", [])) or "none"
-    return (f"# Preprocessing\n\nThe model expects inputs preprocessed with: {steps}, fitted on "
-            f"the training split. The fitted statistics are in `preprocessing.npz` beside this "
-            f"file.\n")
+def _preprocessing_note(steps: Sequence[str]) -> str:
+    return (f"# Preprocessing\n\nThe model takes inputs after: {', '.join(steps) or 'nothing'}, "
+            f"fitted on the training split. Apply the same transform to raw inputs:\n\n"
+            f"```python\nfrom hpo.data import Preprocessor\n"
+            f"x = Preprocessor.load('preprocess.npz').transform(raw)  # raw as the source loads it"
+            f"\npredictions = mlflow.pytorch.load_model(model_uri)(torch.from_numpy(x))\n```\n")
 
