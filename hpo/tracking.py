@@ -125,6 +125,10 @@ class Tracker:
         for i in range(0, len(metrics), 1000):  # MLflow's per-call limit
             self.client.log_batch(run_id, metrics=metrics[i:i + 1000])
 
+    def discard(self, run_id: str) -> None:
+        """Drop metrics not yet written (a retried trial starts its epochs over)."""
+        self._buffers.pop(run_id, None)
+
     def log_metrics(self, run_id: str, metrics: Mapping[str, Any], step: int = 0) -> None:
         self.buffer_metrics(run_id, metrics, step)
         self.flush(run_id)
