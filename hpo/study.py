@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -482,6 +483,8 @@ def final_report(result: StudyResult, top: int = 5) -> str:
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     command = ui_command(result.tracking_uri)
     if command.startswith("mlflow ") and mlflow_bin.exists():
-        command = f"{mlflow_bin} {command[len('mlflow '):]}"
+        relative = os.path.relpath(mlflow_bin)
+        shown = relative if not relative.startswith("..") else str(mlflow_bin)
+        command = f"{shown} {command[len('mlflow '):]}"
     lines.append(f"MLflow UI: {command}")
     return "\n".join(lines)
