@@ -129,7 +129,9 @@ def log_best_model(tracker: Tracker, run_id: str, model: torch.nn.Module, data: 
 def _preprocessing_note(steps: Sequence[str]) -> str:
     return (f"# Preprocessing\n\nThe model takes inputs after: {', '.join(steps) or 'nothing'}, "
             f"fitted on the training split. Apply the same transform to raw inputs:\n\n"
-            f"```python\nfrom hpo.data import Preprocessor\n"
+            f"```python\nimport mlflow, torch\nfrom hpo.data import Preprocessor\n\n"
+            f"mlflow.set_tracking_uri(TRACKING_URI)  # logged models are looked up through it\n"
             f"x = Preprocessor.load('preprocess.npz').transform(raw)  # raw as the source loads it"
-            f"\npredictions = mlflow.pytorch.load_model(model_uri)(torch.from_numpy(x))\n```\n")
+            f"\nlogits = mlflow.pytorch.load_model(f'runs:/{{RUN_ID}}/model')(torch.from_numpy(x))"
+            f"\n```\n")
 

@@ -55,6 +55,8 @@ class Tracker:
     def __init__(self, uri: str, experiment: str) -> None:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        # with an http store MLflow prints "View run ... at ..." per ended run; --quiet is quiet
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         import logging
 
         from mlflow.tracking import MlflowClient

@@ -1,0 +1,232 @@
+"""Fixtures for tests against a real ``mlflow server`` and a real headless Chromium.
+
+The server: ``mlflow server`` on a free loopback port, a sqlite backend and a proxied artifact
+folder under the test's tmp, started in its own process group and always stopped.
+
+The browser: Debian's ``chromium`` (Playwright cannot download its own browsers here), installed
+with apt-get on a fresh machine, driven by Playwright for Python. A test that cannot get a
+browser skips with the reason; one that gets a browser and does not find what it looks for fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+#: Screenshots and other evidence a CI job keeps (git-ignored).
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+APT_PACKAGES = ("chromium", "chromium-driver")
+#: Seconds a server gets to answer /health; sqlite migrations on a busy 2-core box take ~15.
+SERVER_START_S = 120
+
+
+# -- mlflow server ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class MlflowServer:
+    """One ``mlflow server`` process group on 127.0.0.1; ``stop`` is idempotent."""
+
+    root: Path  # holds mlflow.db, artifacts/ and server.log
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "server.log"
+
+    def start(self) -> MlflowServer:
+        self.root.mkdir(parents=True, exist_ok=True)
+        mlflow = Path(sys.executable).parent / "mlflow"
+        command = [str(mlflow), "server",
+                   "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+                   "--artifacts-destination", str(self.root / "artifacts"),
+                   "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        with open(self.log, "wb") as log:
+            # its own session: stop() signals the server and the workers it forks, nothing else
+            self.process = subprocess.Popen(command, cwd=self.root, env=env, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + SERVER_START_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with {self.process.returncode} before "
+                                   f"answering:\n{self.tail()}")
+            if _healthy(self.url):
+                return self
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"mlflow server did not answer {self.url}/health within "
+                           f"{SERVER_START_S} s:\n{self.tail()}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        pgid = self.process.pid  # the session leader: its pid is the group's id
+        for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.process.wait(timeout=wait_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        try:  # workers that outlived their parent
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no server log)"
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory) -> Iterator[MlflowServer]:
+    """A running server for the module's tests; stopped after the last of them."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def start_mlflow_server(tmp_path) -> Iterator:
+    """``start_mlflow_server()`` -> a running server; every one started is stopped at the end."""
+    servers: list[MlflowServer] = []
+
+    def start() -> MlflowServer:
+        server = MlflowServer(tmp_path / f"server-{len(servers)}")
+        servers.append(server)
+        return server.start()
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def run_search(space: dict, folder: Path, tracking_uri: str) -> subprocess.CompletedProcess:
+    """``hpo search`` of ``space`` (a study as a dict) in ``folder``, logging to ``tracking_uri``."""
+    (folder / "space.yaml").write_text(yaml.safe_dump(space))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.run([sys.executable, "-m", "hpo", "search", "space.yaml", "--tracking-uri",
+                           tracking_uri, "--quiet"], check=False, cwd=folder, capture_output=True,
+                          text=True, env=env, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def hpo_search():
+    """``hpo_search(space, folder, tracking_uri)`` -> the finished ``hpo search`` process."""
+    return run_search
+
+
+# -- chromium + playwright -------------------------------------------------------------------
+
+
+def _install_chromium() -> str | None:
+    """apt-get install chromium chromium-driver where missing; None, or why there is none."""
+    if CHROMIUM.exists():
+        return None
+    apt = shutil.which("apt-get")
+    if apt is None:
+        return f"{CHROMIUM} is missing and there is no apt-get to install {APT_PACKAGES}"
+    if os.geteuid() != 0:
+        return (f"{CHROMIUM} is missing and installing it needs root: "
+                f"sudo apt-get install -y {' '.join(APT_PACKAGES)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in ([apt, "update"], [apt, "install", "-y", *APT_PACKAGES]):
+        try:
+            done = subprocess.run(command, check=False, env=env, capture_output=True, text=True,
+                                  timeout=900)
+        except subprocess.TimeoutExpired:
+            return f"{' '.join(command)} took more than 900 s"
+        if done.returncode != 0:
+            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
+            return f"{' '.join(command)} failed ({done.returncode}):\n{tail}"
+    return None if CHROMIUM.exists() else f"{APT_PACKAGES} installed, but no {CHROMIUM}"
+
+
+@pytest.fixture(scope="session")
+def sync_api():
+    return pytest.importorskip(
+        "playwright.sync_api", reason="Playwright for Python is not installed (pip install "
+        "playwright, pinned in requirements.lock)")
+
+
+@pytest.fixture(scope="session")
+def chromium(sync_api) -> Path:
+    reason = _install_chromium()
+    if reason:
+        pytest.skip(f"no Chromium for the browser tests: {reason}")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def browser(sync_api, chromium):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS,
+                                    timeout=60_000)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(30_000)  # every wait is bounded
+    page = context.new_page()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

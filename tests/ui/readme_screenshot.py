@@ -1,0 +1,82 @@
+"""Take the README's picture of the MLflow UI: the default study (``make search``), for real.
+
+Starts an ``mlflow server`` on loopback, runs ``hpo search search_spaces/digits_mlp.yaml``
+against it (3 rounds x 16 trials, about a minute on two cores), then opens the runs table in
+headless Chromium with the same helpers as the browser test, expands the study and its last
+round, shows the searched parameters and the trial status, and writes the screenshot.
+
+    .venv/bin/python tests/ui/readme_screenshot.py [--out docs/images/mlflow-ui.png]
+
+Not a test (pytest does not collect it); it needs what the browser test needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from conftest import CHROMIUM, CHROMIUM_ARGS, REPO, MlflowServer
+from test_mlflow_ui import choose_columns, close_assistant, expand, run_link, runs_page
+
+SPACE = REPO / "search_spaces" / "digits_mlp.yaml"
+COLUMNS_ON = ("val_accuracy", "lr", "weight_decay", "activation", "init", "batchnorm",
+              "hpo.status")
+COLUMNS_OFF = ("Dataset", "Source")
+VIEWPORT = {"width": 1720, "height": 1000}  # every column above fits beside the run tree
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "images" / "mlflow-ui.png")
+    args = parser.parse_args()
+
+    from mlflow.tracking import MlflowClient
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="hpo-readme-") as tmp:
+        server = MlflowServer(Path(tmp) / "server").start()
+        try:
+            env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+            search = subprocess.run(
+                [sys.executable, "-m", "hpo", "search", str(SPACE), "--tracking-uri",
+                 server.url, "--quiet"], check=False, cwd=tmp, env=env, timeout=1200)
+            if search.returncode != 0:
+                return search.returncode
+            client = MlflowClient(tracking_uri=server.url)
+            exp = client.get_experiment_by_name("digits-mlp")
+            runs = client.search_runs([exp.experiment_id], max_results=1000)
+            rounds = sorted((r for r in runs if r.data.tags.get("hpo.kind") == "round"),
+                            key=lambda r: int(r.data.tags["hpo.round"]))
+            last = rounds[-1]
+            trials = [r.info.run_name for r in runs
+                      if r.data.tags.get("mlflow.parentRunId") == last.info.run_id]
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+                page = browser.new_context(viewport=VIEWPORT).new_page()
+                page.set_default_timeout(30_000)
+                runs_page(page, server.url, exp.experiment_id)
+                run_link(page, "digits-mlp").wait_for(timeout=90_000)
+                close_assistant(page)
+                expand(page, "digits-mlp")
+                run_link(page, last.info.run_name).wait_for()
+                expand(page, last.info.run_name)
+                for name in trials:
+                    run_link(page, name).wait_for()
+                choose_columns(page, COLUMNS_ON, COLUMNS_OFF)
+                page.screenshot(path=str(args.out))
+                browser.close()
+        finally:
+            server.stop()
+    print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
