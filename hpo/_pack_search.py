@@ -63,6 +63,14 @@ class PackedOptunaSearch(Searcher):
             else:
                 self._study.tell(trial, float(value))
 
+    def add_evaluated_point(self, parameters: dict, value: float | None, error: bool = False,
+                            **_: Any) -> None:
+        """A member that finished before an interruption: the sampler learns from it."""
+        state = optuna.trial.TrialState.FAIL if error else optuna.trial.TrialState.COMPLETE
+        self._study.add_trial(optuna.trial.create_trial(
+            params=dict(parameters), distributions=self._space, state=state,
+            value=None if error else value))
+
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as fh:
             pickle.dump(self.__dict__, fh)

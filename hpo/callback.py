@@ -54,10 +54,11 @@ class StudyCallback(Callback):
 
     def __init__(self, *, spec: Spec, ranges: Mapping[str, Distribution], round_index: int,
                  round_run: str, tracker: Tracker, journal: Journal, total: int,
-                 quiet: bool = False, num_classes: int = 10) -> None:
+                 quiet: bool = False, num_classes: int = 10, continued: bool = False) -> None:
         self.spec, self.ranges, self.round = spec, dict(ranges), round_index
         self.round_run, self.tracker, self.total, self.quiet = round_run, tracker, total, quiet
         self.journal, self.num_classes = journal, num_classes
+        self.continued = continued  # an interrupted round going on: index after its trials
         self._records: dict[str, TrialRecord] | None = None
         self._tty = sys.stderr.isatty()
         self._milestone = 0
@@ -105,8 +106,11 @@ class StudyCallback(Callback):
                     self.tracker.discard(record.run_id)
                 continue
             sampled = decode(self.ranges, config) if self.ranges else {}
-            # one trial: Tune's creation counter; a pack's members: in order after the others
-            index = (len(self.records) + 1 if key != trial.trial_id
+            if self._claim(key, sampled):
+                continue
+            # one trial: Tune's creation counter; a pack's members: in order after the others.
+            # A continued round counts on from the trials it already has.
+            index = (len(self.records) + 1 if key != trial.trial_id or self.continued
                      else _trial_index(trial, len(self.records) + 1))
             record = TrialRecord(
                 round=self.round, index=index,
@@ -168,26 +172,19 @@ class StudyCallback(Callback):
             self.journal.append("trial_end", record=record.to_json())
         self._progress(trials)
 
-    def finished_results(self) -> dict[str, dict[str, float]]:
-        """Ray trial id -> the last result of each Ray trial whose trials all finished (what a
-        restored round replays instead of training again)."""
-        groups: dict[str, list[tuple[int, TrialRecord]]] = {}
-        for key, r in self.records.items():
-            base, _, member = key.partition("#")
-            groups.setdefault(base, []).append((int(member) if member else -1, r))
-        out = {}
-        metric = self.spec.search.metric
-        for base, members in groups.items():
-            if not all(r.finished and r.history for _, r in members):
-                continue
-            if members[0][0] < 0:
-                out[base] = members[0][1].last
-                continue
-            flat = {f"m{i}/{k}": v for i, r in members for k, v in r.last.items()}
-            values = [r.last[metric] for _, r in members if metric in r.last]
-            flat[metric] = (max if self.spec.search.resolved_mode == "max" else min)(values)
-            out[base] = flat
-        return out
+    def _claim(self, key: str, sampled: dict[str, Any]) -> bool:
+        """A trial cut short by an interruption runs again under a new id with the same
+        values: it keeps its record, its index and its MLflow run."""
+        for old, record in list(self.records.items()):
+            if (record.status == "running" and old != key and "#" not in old
+                    and record.sampled == sampled):
+                del self.records[old]
+                record.trial_id, record.history = key, []
+                self.records[key] = record
+                self.tracker.discard(record.run_id)
+                self.journal.append("trial_rekey", round=self.round, old=old, new=key)
+                return True
+        return False
 
     # -- helpers ------------------------------------------------------------------------------
     def _status(self, record: TrialRecord) -> str:

@@ -72,6 +72,7 @@ class RoundState:
     done: bool = False
     next_ranges: dict[str, Any] | None = None
     stopped_early: bool = False
+    resumes: int = 0  # times this round was continued after an interruption
 
 
 @dataclass
@@ -132,9 +133,15 @@ def _apply(state: JournalState, item: dict[str, Any]) -> None:
         r = state.rounds[item["round"]]
         r.done, r.next_ranges = True, item.get("next_ranges")
         r.stopped_early = bool(item.get("stopped_early"))
-    elif kind == "round_restart":  # nothing to restore: the round runs again from scratch
-        for key in [key for key in state.trials if key[0] == item["round"]]:
-            del state.trials[key]
+    elif kind == "round_resume":
+        state.rounds[item["round"]].resumes += 1
+    elif kind == "trial_rekey":  # an interrupted trial runs again under a new Tune trial id
+        record = state.trials.pop((item["round"], item["old"]), None)
+        if record is not None:
+            record.trial_id = item["new"]
+            state.trials[(item["round"], item["new"])] = record
+    elif kind == "trial_drop":  # an interrupted pack member, run again as a new trial
+        state.trials.pop((item["round"], item["trial_id"]), None)
     elif kind in ("trial_start", "trial_end"):
         record = TrialRecord.from_json(item["record"])
         state.trials[(record.round, record.trial_id)] = record

@@ -175,7 +175,7 @@ def _rounds(spec: Spec, tracker: Tracker, journal: Journal, past: JournalState |
             quiet: bool) -> tuple[list[Any], list[RoundSummary], bool]:
     """The round loop: each round runs (or is read back from the journal), then refines."""
     from hpo.callback import StudyCallback
-    from hpo.tune import can_restore_round, run_round
+    from hpo.tune import run_round
 
     ranges = spec.distributions()
     rounds_total = spec.search.rounds if ranges else 1
@@ -193,16 +193,10 @@ def _rounds(spec: Spec, tracker: Tracker, journal: Journal, past: JournalState |
                 return records, summaries, before.stopped_early
             ranges = _ranges_from(before.next_ranges)
             continue
-        resuming = before is not None
-        if before is not None:
+        plan: dict[str, Any] = {"num_trials": trials_per_round}
+        if before is not None:  # interrupted in this round: go on from the journal
             round_run, ranges = before.run_id, _ranges_from(before.ranges)
-            if not can_restore_round(folder / "ray", k):
-                # Killed before Ray Tune's first snapshot of this round: run it again, and
-                # drop the trial runs it had begun so that MLflow holds no duplicates.
-                for r in past.round_records(k):
-                    tracker.client.delete_run(r.run_id)
-                journal.append("round_restart", round=k)
-                resuming = False
+            plan = _continuation(spec, journal, past, k, trials_per_round, tracker, before)
         else:
             round_run = tracker.start_run(
                 f"round {k}", parent=study_run,
@@ -211,12 +205,13 @@ def _rounds(spec: Spec, tracker: Tracker, journal: Journal, past: JournalState |
             )
             journal.append("round_start", round=k, run_id=round_run,
                            ranges={n: d.to_yaml() for n, d in ranges.items()})
-        callback = StudyCallback(spec=spec, ranges=ranges, round_index=k, round_run=round_run,
-                                 tracker=tracker, journal=journal, total=trials_per_round,
-                                 quiet=quiet, num_classes=num_classes)
-        run_round(spec, ranges, round_index=k, num_trials=trials_per_round, data_ref=data_ref,
-                  storage=folder / "ray", callbacks=[callback],
-                  finished=callback.finished_results() if resuming else None)
+        if plan["num_trials"] > 0:
+            callback = StudyCallback(spec=spec, ranges=ranges, round_index=k,
+                                     round_run=round_run, tracker=tracker, journal=journal,
+                                     total=trials_per_round, quiet=quiet,
+                                     num_classes=num_classes, continued=before is not None)
+            run_round(spec, ranges, round_index=k, data_ref=data_ref, storage=folder / "ray",
+                      callbacks=[callback], **plan)
         round_records = journal.replay().round_records(k)
         records += round_records
         summary = _summary(spec, k, ranges, round_run, round_records)
@@ -244,6 +239,29 @@ def _rounds(spec: Spec, tracker: Tracker, journal: Journal, past: JournalState |
             return records, summaries, stopped_early
         ranges = next_ranges
     return records, summaries, False
+
+
+def _continuation(spec: Spec, journal: Journal, past: JournalState, k: int, total: int,
+                  tracker: Tracker, before: Any) -> dict[str, Any]:
+    """How an interrupted round goes on: the journal's finished trials count toward its budget
+    and teach the searcher; the trials the interruption cut short run again first with their
+    values and MLflow runs (pack members, which Optuna asks for in packs, are dropped and
+    sampled anew); new samples fill the rest."""
+    from hpo.tune import pack_size
+
+    records = past.round_records(k)
+    final = [r for r in records if r.status != "running"]
+    cut = [r for r in records if r.status == "running"]
+    if pack_size(spec, total) > 1:
+        for r in cut:
+            tracker.client.delete_run(r.run_id)
+            journal.append("trial_drop", round=k, trial_id=r.trial_id)
+        cut = []
+    journal.append("round_resume", round=k)
+    metric = spec.search.metric
+    return {"num_trials": total - len(final),
+            "done": [(r.sampled, r.metric(metric)) for r in final if r.sampled],
+            "rerun": [r.sampled for r in cut], "attempt": before.resumes + 1}
 
 
 def _summary(spec: Spec, k: int, ranges: dict[str, Distribution], run_id: str,

@@ -26,8 +26,6 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-# Snapshot the experiment (what Tuner.restore reads) every 2 s rather than Tune's adaptive >= 10 s.
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
 
 
 def quiet_libraries() -> None:
@@ -56,8 +54,19 @@ def start_ray(address: str | None) -> bool:
         else:
             ray.init(include_dashboard=False, **kwargs)
     except ConnectionError as exc:
-        raise RunError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
+        raise RunError(_connect_error(address, exc)) from None
     return not address
+
+
+def _connect_error(address: str | None, exc: Exception) -> str:
+    if "No node info found" in str(exc.__cause__):  # GCS reached, but no Ray node runs here
+        return (f"cannot drive the Ray cluster at {address!r} from this machine: a Ray driver "
+                f"needs a Ray node where it runs. Join the cluster without resources first, "
+                f"`ray start --address {address} --num-cpus 0 --num-gpus 0`, or run hpo on "
+                f"one of its nodes")
+    # A wrong or missing token looks the same from here (Ray only logs the reason).
+    return (f"cannot reach the Ray cluster at {address!r}: {exc} (check the address; with token "
+            f"authentication, RAY_AUTH_MODE=token and RAY_AUTH_TOKEN must hold its token)")
 
 
 def round_seed(seed: int, round_index: int) -> int:
@@ -94,6 +103,13 @@ def optuna_space(ranges: Mapping[str, Distribution]) -> dict[str, Any]:
     return out
 
 
+def encode(ranges: Mapping[str, Distribution], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Sampled values in Optuna's terms (lists as the strings optuna_space uses): decode's
+    inverse."""
+    return {n: _key(values[n]) if isinstance(d, Categorical) and not _is_plain(values[n])
+            else values[n] for n, d in ranges.items()}
+
+
 def decode(ranges: Mapping[str, Distribution], config: Mapping[str, Any]) -> dict[str, Any]:
     """A sampled config back in our terms (string-encoded choices back to lists)."""
     out = {}
@@ -123,18 +139,12 @@ def make_sampler(kind: str, seed: int, trials: int):
 
 
 def _trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
-               ranges: Mapping[str, Distribution], threads: int,
-               finished: Mapping[str, dict[str, float]]) -> None:
+               ranges: Mapping[str, Distribution], threads: int) -> None:
     import ray
     import torch
     from ray import tune
 
     from hpo.trainable import train_trial
-
-    done = finished.get(tune.get_context().get_trial_id())
-    if done is not None:  # finished before the driver was killed: replay, do not retrain
-        tune.report(dict(done))
-        return
 
     torch.set_num_threads(threads)
     params = spec.resolve(decode(ranges, config))
@@ -147,8 +157,7 @@ def _trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
 
 
 def _packed_trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
-                      ranges: Mapping[str, Distribution], threads: int,
-                      finished: Mapping[str, dict[str, float]]) -> None:
+                      ranges: Mapping[str, Distribution], threads: int) -> None:
     """A Ray trial that trains a pack: one flat result per epoch, ``m<i>/<metric>`` per member,
     and the best member's value under the metric's own name (what the scheduler reads)."""
     import ray
@@ -158,10 +167,6 @@ def _packed_trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
     from hpo._pack_search import PACK_KEY, member_key
     from hpo.packing import train_pack
 
-    done = finished.get(tune.get_context().get_trial_id())
-    if done is not None:
-        tune.report(dict(done))
-        return
     torch.set_num_threads(threads)
     members = [spec.resolve(decode(ranges, m)) for m in config[PACK_KEY]]
     node = ray.get_runtime_context().get_node_id()
@@ -191,13 +196,6 @@ def pack_size(spec: Spec, num_trials: int) -> int:
     return max(1, min(int(pack), num_trials))
 
 
-def can_restore_round(storage: Path, round_index: int) -> bool:
-    """Whether Ray Tune left a snapshot of this round that ``Tuner.restore`` can continue."""
-    from ray import tune
-
-    return tune.Tuner.can_restore(str(storage.resolve() / f"round-{round_index}"))
-
-
 def run_round(
     spec: Spec,
     ranges: Mapping[str, Distribution],
@@ -207,13 +205,16 @@ def run_round(
     data_ref: Any,
     storage: Path,
     callbacks: Sequence[Any] = (),
-    finished: Mapping[str, dict[str, float]] | None = None,
+    done: Sequence[tuple[Mapping[str, Any], float | None]] = (),
+    rerun: Sequence[Mapping[str, Any]] = (),
+    attempt: int = 0,
 ) -> None:
-    """Run one round; the callbacks see every trial start, result, completion and error.
+    """Run one round of ``num_trials`` trials; the callbacks see every trial event.
 
-    With ``finished`` (trial id -> last metrics, from the study journal) the round is an
-    interrupted one: Ray Tune restores it from ``storage`` (its searcher, scheduler and trial
-    table, and our pickled callbacks) and only the trials that had not finished train.
+    Continuing an interrupted round (``attempt`` > 0, from the study journal): ``done`` are its
+    finished trials (sampled values, metric or None for a failure), which the searcher learns
+    from without running them; ``rerun`` are the ones the interruption cut short, which run
+    first with the same values; the rest of ``num_trials`` is sampled with a fresh seed.
     """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -223,7 +224,9 @@ def run_round(
     mode = s.resolved_mode
     quiet_libraries()
     pack = pack_size(spec, num_trials) if ranges else 1
-    sampler = make_sampler(s.sampler, round_seed(spec.seed, round_index), num_trials)
+    seed = round_seed(spec.seed, round_index) if not attempt else int(
+        np.random.SeedSequence([spec.seed, round_index, attempt]).generate_state(1)[0])
+    sampler = make_sampler(s.sampler, seed, num_trials)
     if pack > 1:
         from hpo._pack_search import PackedOptunaSearch
 
@@ -233,8 +236,12 @@ def run_round(
         samples = -(-num_trials // pack)  # ceil: the last pack may be smaller
     else:
         searcher = OptunaSearch(space=optuna_space(ranges), metric=s.metric, mode=mode,
-                                sampler=sampler) if ranges else None
+                                sampler=sampler,
+                                points_to_evaluate=[encode(ranges, c) for c in rerun] or None,
+                                ) if ranges else None
         samples = num_trials
+    for config, value in done if searcher is not None else ():
+        searcher.add_evaluated_point(encode(ranges, config), value, error=value is None)
     if s.scheduler == "asha":
         epochs = spec.train["epochs"]
         max_t = int(epochs.high) if isinstance(epochs, Int) else int(epochs)
@@ -246,14 +253,9 @@ def run_round(
     trainable = tune.with_resources(
         tune.with_parameters(_packed_trainable if pack > 1 else _trainable,
                              data=data_ref, spec=spec, ranges=dict(ranges),
-                             threads=max(1, int(cpu)), finished=dict(finished or {})),
+                             threads=max(1, int(cpu))),
         {"cpu": cpu, "gpu": s.resources_per_trial["gpu"]},
     )
-    path = storage.resolve() / f"round-{round_index}"
-    if finished is not None and can_restore_round(storage, round_index):
-        tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
-                           resume_errored=False).fit()
-        return
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -262,7 +264,7 @@ def run_round(
             reuse_actors=True, trial_dirname_creator=lambda trial: trial.trial_id,
         ),
         run_config=tune.RunConfig(
-            name=f"round-{round_index}",
+            name=f"round-{round_index}" + (f"-resume{attempt}" if attempt else ""),
             storage_path=str(storage.resolve()),
             verbose=0,
             callbacks=list(callbacks),
