@@ -1,0 +1,243 @@
+"""docker-compose end to end: build the image, bring up a Ray head, two workers and the MLflow
+server, run a small study from the one-off `hpo` service, read its runs back from the MLflow
+server, and tear everything down with `down -v`.
+
+Docker comes from ../shared/tools/docker-standin.sh when this machine lacks it (it installs
+Debian's docker.io and docker-compose, starts dockerd, and builds a stand-in python:3.11-slim
+where no registry is reachable; it needs root). The test skips, saying why, only when Docker
+cannot run at all. The image stays behind (as hpo:test) so that a second run reuses its layers.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+STANDIN = ROOT.parent / "shared" / "tools" / "docker-standin.sh"
+DOCKER = "/usr/bin/docker"  # Debian's client, matching Debian's dockerd
+BASE_IMAGE = "python:3.11-slim"
+IMAGE = "hpo:test"
+
+STUDY = {
+    "name": "compose-digits",
+    "seed": 1,
+    "data": {"source": "digits", "preprocess": ["zero_center"]},
+    "model": {"hidden": [16], "activation": {"choice": ["relu", "tanh"]}, "init": "he",
+              "batchnorm": False},
+    "train": {"epochs": 2, "batch_size": 64, "lr": {"loguniform": [1e-2, 0.3]}},
+    "search": {"rounds": 1, "trials_per_round": 4, "resources_per_trial": {"cpu": 1}},
+    "sanity": {"enabled": False},
+}
+
+
+def run(args: list[str], *, timeout: float, env: dict | None = None,
+        check: bool = False) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=ROOT)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} -> {done.returncode}\n"
+                             f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    return done
+
+
+def docker_works() -> str | None:
+    """None when the Docker client, daemon and docker-compose all answer; else why not."""
+    if not Path(DOCKER).exists():
+        return f"{DOCKER} is missing"
+    if shutil.which("docker-compose") is None:
+        return "docker-compose is missing"
+    info = run([DOCKER, "info"], timeout=60)
+    return None if info.returncode == 0 else f"dockerd does not answer: {info.stderr[-500:]}"
+
+
+def base_image_present() -> bool:
+    return run([DOCKER, "image", "inspect", BASE_IMAGE], timeout=60).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def docker() -> None:
+    """Docker, docker-compose and the base image, set up here if this machine lacks them."""
+    if docker_works() is None and not base_image_present():
+        run([DOCKER, "pull", BASE_IMAGE], timeout=300)  # a machine with a registry
+    if docker_works() is not None or not base_image_present():
+        if not STANDIN.exists():
+            pytest.skip(f"Docker cannot run ({docker_works() or 'no ' + BASE_IMAGE}) and "
+                        f"{STANDIN} is not there to set it up")
+        if os.geteuid() != 0:
+            pytest.skip(f"Docker cannot run ({docker_works() or 'no ' + BASE_IMAGE}); "
+                        f"setting it up with {STANDIN.name} needs root")
+        setup = run(["bash", str(STANDIN)], timeout=1800)
+        if setup.returncode != 0:
+            pytest.skip(f"Docker cannot run here: {STANDIN.name} failed:\n"
+                        f"{setup.stdout[-1500:]}{setup.stderr[-1500:]}")
+    reason = docker_works()
+    if reason is not None or not base_image_present():
+        pytest.skip(f"Docker cannot run here: {reason or 'no ' + BASE_IMAGE}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Stack:
+    """One docker-compose project with its own name, ports, secrets and study folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.project = f"hpotest{secrets.token_hex(3)}"
+        self.env_file = folder / "cluster.env"
+        self.spaces = folder / "spaces"
+        self.mlflow_port, self.dashboard_port = free_port(), free_port()
+        self.env = {
+            **os.environ,
+            "COMPOSE_PROJECT_NAME": self.project,
+            "HPO_IMAGE": IMAGE,
+            "HPO_ENV_FILE": str(self.env_file),
+            "HPO_SPACES": str(self.spaces),
+            "MLFLOW_PORT": str(self.mlflow_port),
+            "RAY_DASHBOARD_PORT": str(self.dashboard_port),
+            "RAY_WORKER_CPUS": "1",  # two workers, one trial each at a time: trials spread
+            "RAY_OBJECT_STORE_BYTES": str(200 * 1024 * 1024),
+            "RAY_SHM_SIZE": "512m",
+        }
+        for name in ("HPO_BIND", "COMPOSE_PROFILES", "COMPOSE_FILE", "MLFLOW_DB"):
+            self.env.pop(name, None)  # the defaults under test
+
+    def compose(self, *args: str, timeout: float = 600,
+                check: bool = True) -> subprocess.CompletedProcess:
+        return run(["docker-compose", *args], timeout=timeout, env=self.env, check=check)
+
+    def token(self) -> str:
+        for line in self.env_file.read_text().splitlines():
+            if line.startswith("RAY_AUTH_TOKEN="):
+                return line.split("=", 1)[1]
+        raise AssertionError(f"no RAY_AUTH_TOKEN in {self.env_file}")
+
+    def down(self) -> None:
+        self.compose("--profile", "driver", "down", "-v", "--remove-orphans", timeout=300,
+                     check=False)
+
+
+@pytest.fixture(scope="module")
+def stack(docker) -> Iterator[Stack]:
+    # Bind-mounted into containers that run as uid 1000: world-readable, not pytest's 0700.
+    folder = Path(tempfile.mkdtemp(prefix="hpo-compose-", dir="/tmp"))
+    stack = Stack(folder)
+    stack.spaces.mkdir()
+    (stack.spaces / "compose.yaml").write_text(yaml.safe_dump(STUDY))
+    for path in (folder, stack.spaces, stack.spaces / "compose.yaml"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    run(["bash", str(ROOT / "docker" / "make-token.sh"), str(stack.env_file)], timeout=30,
+        check=True)
+    atexit.register(stack.down)  # even if pytest itself is interrupted
+    try:
+        yield stack
+    finally:
+        stack.down()
+        atexit.unregister(stack.down)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def wait_for_nodes(stack: Stack, nodes: int, timeout: float = 240) -> str:
+    deadline, out = time.time() + timeout, ""
+    while time.time() < deadline:
+        status = stack.compose("exec", "-T", "ray-head", "ray", "status", timeout=60, check=False)
+        out = status.stdout + status.stderr
+        if status.returncode == 0 and out.split("Pending:")[0].count(" node_") == nodes:
+            return out
+        time.sleep(3)
+    raise AssertionError(f"the cluster never had {nodes} nodes:\n{out}\n"
+                         + stack.compose("logs", "--tail=40", check=False).stdout[-6000:])
+
+
+def http_status(url: str, token: str | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def test_compose_cluster_runs_a_study_and_mlflow_keeps_it(stack):
+    timings: dict[str, float] = {}
+    t = time.time()
+    stack.compose("build", timeout=2400)
+    timings["build"] = time.time() - t
+
+    # No secret in the image: not in its environment, and no env file in the build context.
+    config = json.loads(run([DOCKER, "image", "inspect", IMAGE], timeout=60, check=True).stdout)
+    assert not any(e.startswith("RAY_AUTH_TOKEN") for e in config[0]["Config"]["Env"] or [])
+    listing = run([DOCKER, "run", "--rm", "--entrypoint", "ls", IMAGE, "-a", "/opt/hpo"],
+                  timeout=120, check=True).stdout.split()
+    assert not [n for n in listing if n.endswith(".env") or n in (".git", ".venv")], listing
+
+    t = time.time()
+    stack.compose("up", "-d", "--scale", "ray-worker=2", timeout=600)
+    wait_for_nodes(stack, 3)  # head + 2 workers
+    timings["up"] = time.time() - t
+
+    # Published ports listen on loopback only; the dashboard wants the token.
+    for service, port in (("mlflow", 5000), ("ray-head", 8265)):
+        published = stack.compose("port", service, str(port)).stdout.strip()
+        assert published.startswith("127.0.0.1:"), (service, published)
+    dashboard = f"http://127.0.0.1:{stack.dashboard_port}/api/version"
+    assert http_status(dashboard)[0] == 401
+    code, body = http_status(dashboard, stack.token())
+    assert code == 200 and json.loads(body)["ray_version"] == "2.60.0"
+
+    t = time.time()
+    study = stack.compose("run", "--rm", "hpo", "search", "search_spaces/compose.yaml",
+                          timeout=900, check=False)
+    timings["study"] = time.time() - t
+    assert study.returncode == 0, study.stdout[-6000:] + study.stderr[-6000:]
+
+    # The MLflow server, from the host, through the published port.
+    client = MlflowClient(tracking_uri=f"http://127.0.0.1:{stack.mlflow_port}")
+    experiment = client.get_experiment_by_name("compose-digits")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    kinds: dict[str, list] = {}
+    for r in runs:
+        kinds.setdefault(r.data.tags.get("hpo.kind"), []).append(r)
+    assert len(kinds["study"]) == 1 and kinds["study"][0].info.status == "FINISHED"
+    trials = kinds["trial"]
+    assert len(trials) == 4
+    assert all(r.info.status == "FINISHED" and "val_accuracy" in r.data.metrics for r in trials)
+    assert len({r.data.tags["hpo.node"] for r in trials}) == 2  # both workers trained
+    study_run = kinds["study"][0].info.run_id
+    assert "best.yaml" in [a.path for a in client.list_artifacts(study_run)]
+    best = client.download_artifacts(study_run, "best.yaml", str(stack.folder))
+    assert yaml.safe_load(Path(best).read_text())["name"] == "compose-digits"
+
+    t = time.time()
+    stack.down()
+    timings["down"] = time.time() - t
+    label = f"label=com.docker.compose.project={stack.project}"
+    left = run([DOCKER, "ps", "-aq", "--filter", label], timeout=60, check=True).stdout.split()
+    volumes = run([DOCKER, "volume", "ls", "-q", "--filter", label], timeout=60,
+                  check=True).stdout.split()
+    assert not left and not volumes, (left, volumes)
+    print("compose timings (s):", {k: round(v, 1) for k, v in timings.items()})

@@ -1,0 +1,149 @@
+"""`hpo search --address` on a real three-node Ray cluster (conftest.py): trials spread over the
+workers, a trial that raises is retried then recorded as failed, and a worker node that dies
+mid-study costs no finished result while its trials are retried on the other node.
+
+The driver is a separate process on no node's behalf; it alone writes to MLflow (a sqlite store
+in the test's folder), which the tests read back.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+STUDY_TIMEOUT_S = 420
+
+
+def study(name: str, **overrides: dict) -> dict:
+    base = {
+        "name": name,
+        "seed": 1,
+        "data": {"source": "digits", "preprocess": ["zero_center"]},
+        "model": {"arch": "mlp", "hidden": [16], "activation": {"choice": ["relu", "tanh"]},
+                  "init": "he", "batchnorm": False},
+        "train": {"epochs": 2, "batch_size": 64, "lr": {"loguniform": [1e-2, 0.3]}},
+        "search": {"rounds": 1, "trials_per_round": 4, "resources_per_trial": {"cpu": 1}},
+        "sanity": {"enabled": False},
+    }
+    for section, values in overrides.items():
+        base[section] = {**base[section], **values}
+    return base
+
+
+def start_search(cluster, folder: Path, spec: dict) -> tuple[subprocess.Popen, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "space.yaml").write_text(yaml.safe_dump(spec))
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    log = open(folder / "hpo.log", "w")  # noqa: SIM115 - closed with the process, below
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hpo", "search", "space.yaml", "--address", cluster.address,
+         "--tracking-uri", uri],
+        cwd=folder, env=cluster.env(), stdout=log, stderr=subprocess.STDOUT, text=True)
+    process.log = log  # type: ignore[attr-defined]
+    return process, uri
+
+
+def finish(process: subprocess.Popen, folder: Path) -> str:
+    try:
+        process.wait(timeout=STUDY_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    process.log.close()  # type: ignore[attr-defined]
+    return (folder / "hpo.log").read_text()
+
+
+def trial_runs(uri: str, name: str) -> list:
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], "tags.`hpo.kind` = 'trial'", max_results=1000)
+    return sorted(runs, key=lambda r: r.data.tags["hpo.trial"])
+
+
+def test_study_through_address_runs_trials_on_several_nodes(ray_cluster, tmp_path):
+    spec = study("spread")
+    process, uri = start_search(ray_cluster, tmp_path, spec)
+    output = finish(process, tmp_path)
+    assert process.returncode == 0, output
+
+    runs = trial_runs(uri, "spread")
+    assert [r.data.tags["hpo.trial"] for r in runs] == ["1-01", "1-02", "1-03", "1-04"]
+    assert all(r.info.status == "FINISHED" and "val_accuracy" in r.data.metrics for r in runs)
+    nodes = {r.data.tags["hpo.node"] for r in runs}
+    workers = {w.node_id() for w in ray_cluster.workers}
+    # Two workers with one CPU each and a head with none: trials ran on both workers only.
+    assert nodes == workers, (nodes, workers)
+
+
+def test_trial_that_raises_is_retried_then_recorded_failed(ray_cluster, tmp_path):
+    # A searched architecture that cannot fit 8x8 digits: four pooling blocks need 16x16, so
+    # building the model raises inside the trial, on every attempt.
+    spec = study("raises", model={"arch": "convnet", "hidden": {"choice": [[4], [4, 4, 4, 4]]}},
+                 train={"epochs": 1}, search={"max_failures": 1})
+    process, uri = start_search(ray_cluster, tmp_path, spec)
+    output = finish(process, tmp_path)
+    assert process.returncode == 0, output  # the trials that fit still give a best
+
+    runs = trial_runs(uri, "raises")
+    assert len(runs) == 4, [r.data.tags for r in runs]  # a retry reuses its run
+    failed = [r for r in runs if r.data.params["hidden"] == "[4, 4, 4, 4]"]
+    fine = [r for r in runs if r.data.params["hidden"] == "[4]"]
+    assert failed and fine, "seed 1 should sample both architectures"
+    for r in failed:
+        assert r.info.status == "FAILED" and r.data.tags["hpo.status"] == "failed"
+        assert "at least 16x16" in r.data.tags["hpo.error"]
+        assert r.data.tags["hpo.attempts"] == "2"  # the first try and max_failures=1 retry
+    for r in fine:
+        assert r.info.status == "FINISHED" and r.data.tags["hpo.attempts"] == "1"
+
+
+def test_worker_node_killed_mid_study_loses_no_result(ray_cluster, tmp_path):
+    """Runs last: it kills worker 2. Trials last a few seconds so that one is surely running
+    on worker 2 when it dies, after worker 2 has finished another."""
+    epochs = 12
+    spec = study("node-dies", model={"hidden": [128, 128]},
+                 train={"epochs": epochs, "batch_size": 16},
+                 search={"trials_per_round": 6, "max_failures": 2})
+    victim, survivor = ray_cluster.workers
+    victim_id, survivor_id = victim.node_id(), survivor.node_id()
+    process, uri = start_search(ray_cluster, tmp_path, spec)
+
+    finished_before: dict[str, float] = {}
+    deadline = time.time() + STUDY_TIMEOUT_S
+    while time.time() < deadline and process.poll() is None:
+        done = [r for r in trial_runs(uri, "node-dies") if r.info.status == "FINISHED"]
+        on_victim = [r for r in done if r.data.tags.get("hpo.node") == victim_id]
+        if on_victim and victim.running_trials():
+            finished_before = {r.data.tags["hpo.trial"]: r.data.metrics["val_accuracy"]
+                               for r in done}
+            victim.kill()
+            break
+        time.sleep(0.5)
+    output = finish(process, tmp_path)
+    assert finished_before, "worker 2 was never caught running a trial\n" + output
+    assert process.returncode == 0, output
+
+    runs = trial_runs(uri, "node-dies")
+    assert [r.data.tags["hpo.trial"] for r in runs] == [f"1-0{i}" for i in range(1, 7)]
+    client = MlflowClient(tracking_uri=uri)
+    for r in runs:  # every planned trial has a whole result, written once
+        assert r.info.status == "FINISHED", r.data.tags
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_accuracy")]
+        assert steps == list(range(1, epochs + 1)), (r.data.tags["hpo.trial"], steps)
+    by_name = {r.data.tags["hpo.trial"]: r for r in runs}
+    for name, accuracy in finished_before.items():  # what finished before the death is intact
+        assert by_name[name].data.metrics["val_accuracy"] == accuracy
+        assert by_name[name].data.tags["hpo.attempts"] == "1"
+    retried = [r for r in runs if r.data.tags["hpo.attempts"] != "1"]
+    assert retried, "the trial running on the dead node was not retried"
+    assert all(r.data.tags["hpo.node"] == survivor_id for r in retried)
