@@ -99,6 +99,7 @@ def run_study(
     else:
         study_run = past.study_run_id
         tracker.set_tags(study_run, {"hpo.resumed": "true"})
+        _drop_unjournaled_runs(tracker, past)
     started_ray, status = False, "FAILED"
     try:
         sanity = None
@@ -164,6 +165,23 @@ def _resumable(spec: Spec, journal: Journal, folder: Path) -> JournalState:
         raise InputError(f"--resume: study {spec.name!r} already finished; run without "
                          f"--resume to start a new one")
     return past
+
+
+def _drop_unjournaled_runs(tracker: Tracker, past: JournalState) -> None:
+    """The journal is the record: a run the killed driver created in the instant before it
+    could journal it (a round or trial run) is deleted, so MLflow holds no orphans."""
+    known = ({past.study_run_id} | {r.run_id for r in past.rounds.values()}
+             | {t.run_id for t in past.trials.values()})
+    parents = [past.study_run_id]
+    while parents:
+        parent = parents.pop()
+        for run in tracker.client.search_runs(
+                [tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'",
+                max_results=50000):
+            if run.info.run_id not in known:
+                tracker.client.delete_run(run.info.run_id)
+            if run.data.tags.get("hpo.kind") == "round":
+                parents.append(run.info.run_id)
 
 
 def _ranges_from(forms: dict[str, Any]) -> dict[str, Distribution]:

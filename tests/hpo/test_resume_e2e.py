@@ -74,6 +74,13 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
     assert 2 <= len(finished_in_round(before, 2)) < TRIALS
     assert not any(e["event"] == "study_end" for e in before)
 
+    # The kill can land between creating a trial's MLflow run and journaling it; make that
+    # happen for sure: an orphan trial run under round 2 that the journal does not know.
+    client = MlflowClient(tracking_uri=uri)
+    round2 = next(e["run_id"] for e in before if e["event"] == "round_start" and e["round"] == 2)
+    orphan = client.create_run(client.get_experiment_by_name("resumable").experiment_id,
+                               tags={"mlflow.parentRunId": round2, "hpo.kind": "trial"})
+
     resumed = subprocess.run([*cmd, "--resume"], cwd=tmp_path, capture_output=True, text=True,
                              timeout=600)
     assert resumed.returncode == 0, resumed.stderr
@@ -84,7 +91,7 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
     assert sum(ends.values()) == TRIALS - len(finished_in_round(before, 2))
     assert after[-1]["event"] == "study_end"
 
-    client = MlflowClient(tracking_uri=uri)
+    assert client.get_run(orphan.info.run_id).info.lifecycle_stage == "deleted"
     exp = client.get_experiment_by_name("resumable")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     kinds = Counter(r.data.tags["hpo.kind"] for r in runs)
