@@ -108,6 +108,7 @@ class FinishedTrial:
     metric: float | None  # the search metric; None when the trial produced none
     status: str = "ok"  # ok | overfitting | underfitting | diverged | failed | ...
     overfitting: bool = False  # train - val gap above gap.threshold
+    loss: float | None = None  # validation loss: the ranking when every trial underfits
 
     @property
     def eligible(self) -> bool:
@@ -217,8 +218,17 @@ def elite_of(
     eligible = [t for t in trials if t.eligible]
     # The epsilon keeps 0.14 * 50 = 7.000000000000001 from rounding up to 8.
     k = max(MIN_ELITE, math.ceil(top_fraction * len(eligible) - 1e-9))
+    if eligible and all(t.status == "underfitting" and _finite(t.loss) for t in eligible):
+        # Every trial sits near chance: its accuracy is noise, and "the best" would land
+        # anywhere, edges included. The loss still falls toward the better settings (a too-low
+        # learning rate learns a little more as it rises), so rank by it.
+        return sorted(eligible, key=lambda t: t.loss)[:k]  # type: ignore[arg-type,return-value]
     # sorted() is stable: equal metrics keep their input order.
     return sorted(eligible, key=lambda t: -sign * t.metric)[:k]  # type: ignore[operator]
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 # ----------------------------------------------------------------------------- refine

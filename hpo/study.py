@@ -378,7 +378,8 @@ def _finished_trials(spec: Spec, records: list[Any]) -> list[Any]:
     from hpo.refine import FinishedTrial
 
     return [FinishedTrial(params=r.sampled, metric=r.metric(spec.search.metric),
-                          status=r.status, overfitting=r.status == "overfitting")
+                          status=r.status, overfitting=r.status == "overfitting",
+                          loss=r.metric("val_loss"))
             for r in records]
 
 

@@ -699,3 +699,23 @@ def test_refine_imports_no_heavy_framework():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_when_every_trial_underfits_the_loss_ranks_them():
+    """Near chance the accuracy is noise; the loss still falls as a too-low lr rises."""
+    old = Float(1e-7, 1e-5, log=True)
+    lrs = [1.2e-7, 4e-7, 1e-6, 3e-6, 6e-6, 9.5e-6]
+    accuracy = [0.10, 0.07, 0.09, 0.08, 0.075, 0.08]  # noise: the "best" is at the low end
+    trials = [FinishedTrial(params={"lr": lr}, metric=acc, status="underfitting",
+                            loss=2.31 - 0.01 * i) for i, (lr, acc) in enumerate(zip(lrs, accuracy))]
+    result = refine({"lr": old}, trials, RefineSettings(mode="max"))
+    assert result.best.params["lr"] == 9.5e-6
+    assert result.changes[0].reason == "widened-high"
+
+    # with one trial above chance, the metric ranks again
+    mixed = trials[:-1] + [FinishedTrial(params={"lr": 9.5e-6}, metric=0.6, status="ok",
+                                         loss=1.2)]
+    assert refine({"lr": old}, mixed, RefineSettings(mode="max")).best.metric == 0.6
+    noisy = [FinishedTrial(params=t.params, metric=t.metric, status="ok", loss=t.loss)
+             for t in trials]
+    assert refine({"lr": old}, noisy, RefineSettings(mode="max")).best.params["lr"] == 1.2e-7
