@@ -47,9 +47,9 @@ def _trial_index(trial: Any, fallback: int) -> int:
 class StudyCallback(Callback):
     """Receives Tune's trial events in the driver, in order, and journals every trial.
 
-    Ray Tune pickles its callbacks with the experiment so that ``Tuner.restore`` brings them
-    back; this one pickles only its settings and rebuilds the MLflow client and the trial
-    records (from the journal) when it is used again.
+    Ray Tune pickles its callbacks into the experiment folder; this one pickles only its
+    settings (not the MLflow client), and rebuilds the client and its trial records (from the
+    journal) if it is ever unpickled.
     """
 
     def __init__(self, *, spec: Spec, ranges: Mapping[str, Distribution], round_index: int,
@@ -94,12 +94,8 @@ class StudyCallback(Callback):
         for key, config in self._members(trial):
             record = self.records.get(key)
             if record is not None:
-                # A retry after a failure, or a trial interrupted by a killed driver: same
-                # record, same MLflow run, epochs start over. A finished one only replays its
-                # result (hpo.tune skips its training), which changes nothing here.
-                if record.finished:
-                    self.journal.append("trial_replayed", round=self.round, trial_id=key)
-                else:
+                # A retry after a failure: same record, same MLflow run, epochs start over.
+                if not record.finished:
                     record.status = "running"
                     record.attempts = max(record.attempts, trial.num_failures + 1)
                     record.history.clear()

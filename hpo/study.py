@@ -68,7 +68,8 @@ def run_study(
     """Run every round of ``spec``; input errors surface before anything is logged.
 
     With ``resume`` the study continues from its folder's journal: finished rounds are read
-    back, the interrupted round is restored by Ray Tune, and the same MLflow runs go on.
+    back, the interrupted round goes on from its journaled trials, and the same MLflow runs go
+    on.
     """
     import ray
 
