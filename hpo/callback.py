@@ -10,7 +10,7 @@ from typing import Any
 from ray.tune import Callback
 
 from hpo._pack_search import PACK_KEY
-from hpo.journal import Journal, TrialRecord
+from hpo.journal import Journal, TrialRecord, ranked
 from hpo.space import Distribution
 from hpo.spec import Spec
 from hpo.tracking import Tracker
@@ -188,12 +188,9 @@ class StudyCallback(Callback):
                         num_classes=self.num_classes)
 
     def best(self) -> TrialRecord | None:
-        metric, mode = self.spec.search.metric, self.spec.search.resolved_mode
-        done = [r for r in self.records.values()
-                if r.finished and r.status != "diverged" and r.metric(metric) is not None]
-        if not done:
-            return None
-        return (max if mode == "max" else min)(done, key=lambda r: r.metric(metric))
+        best = ranked(self.records.values(), metric=self.spec.search.metric,
+                      mode=self.spec.search.resolved_mode)[:1]
+        return best[0] if best else None
 
     def _progress(self, trials: list) -> None:
         if self.quiet:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Journal", "JournalState", "RoundState", "TrialRecord"]
+__all__ = ["Journal", "JournalState", "RoundState", "TrialRecord", "ranked"]
 
 
 @dataclass
@@ -62,6 +63,13 @@ class TrialRecord:
         record.sampled = {k: tuple(v) if isinstance(v, list) else v
                           for k, v in record.sampled.items()}
         return record
+
+
+def ranked(records: Iterable[TrialRecord], *, metric: str, mode: str) -> list[TrialRecord]:
+    """The trials that count, best first: finished, not diverged, with a finite ``metric``."""
+    done = [r for r in records
+            if r.finished and r.status != "diverged" and r.metric(metric) is not None]
+    return sorted(done, key=lambda r: r.metric(metric), reverse=mode == "max")
 
 
 @dataclass

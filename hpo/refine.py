@@ -182,8 +182,11 @@ class RefineSettings:
     @classmethod
     def from_spec(cls, spec: Spec) -> RefineSettings:
         """The settings a study file asks for: ``search:``, ``gap:`` and the hard bounds."""
+        from hpo.spec import REGULARIZATION  # pure as well; a runtime import keeps it optional
+
         numeric = [n for n, d in spec.distributions().items() if isinstance(d, Numeric)]
         return cls(
+            regularization=REGULARIZATION,
             mode=spec.search.resolved_mode,
             top_fraction=spec.search.top_fraction,
             edge=spec.search.edge,

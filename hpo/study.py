@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from hpo.errors import InputError, RunError, SanityCheckFailed
-from hpo.journal import Journal, JournalState
+from hpo.journal import Journal, JournalState, ranked
 from hpo.report import advice, fmt_range, fmt_value, table
 from hpo.space import Distribution, parse_distribution
-from hpo.spec import REGULARIZATION, Spec
+from hpo.spec import Spec
 from hpo.tracking import Tracker, resolve_tracking_uri, ui_command
 
 __all__ = ["RoundSummary", "StudyResult", "run_study", "study_dir_for"]
@@ -326,11 +326,7 @@ def _markdown_sanity(results: list) -> str:
 
 
 def _ranked(spec: Spec, records: list[Any]) -> list[Any]:
-    metric = spec.search.metric
-    done = [r for r in records
-            if r.finished and r.status != "diverged" and r.metric(metric) is not None]
-    return sorted(done, key=lambda r: r.metric(metric),
-                  reverse=spec.search.resolved_mode == "max")
+    return ranked(records, metric=spec.search.metric, mode=spec.search.resolved_mode)
 
 
 def _log_round_figure(spec: Spec, tracker: Tracker, round_run: str, study_run: str,
@@ -387,13 +383,7 @@ def _finished_trials(spec: Spec, records: list[Any]) -> list[Any]:
 def _refine(spec: Spec, ranges: dict[str, Distribution], records: list[Any]) -> Any:
     from hpo.refine import RefineSettings, refine
 
-    s = spec.search
-    settings = RefineSettings(
-        mode=s.resolved_mode, top_fraction=s.top_fraction, edge=s.edge, widen=s.widen,
-        bounds={n: spec.hard_bounds(n) for n in ranges},
-        regularization=REGULARIZATION, adapt_regularization=spec.gap.adapt_regularization,
-    )
-    return refine(ranges, _finished_trials(spec, records), settings)
+    return refine(ranges, _finished_trials(spec, records), RefineSettings.from_spec(spec))
 
 
 def _should_stop(spec: Spec, summaries: list[RoundSummary], changes: list[Any]) -> bool:
@@ -411,12 +401,8 @@ def _should_stop(spec: Spec, summaries: list[RoundSummary], changes: list[Any]) 
 
 
 def _best(spec: Spec, records: list[Any]) -> Any:
-    metric = spec.search.metric
-    done = [r for r in records
-            if r.finished and r.status != "diverged" and r.metric(metric) is not None]
-    if not done:
-        return None
-    return (max if spec.search.resolved_mode == "max" else min)(done, key=lambda r: r.metric(metric))
+    best = _ranked(spec, records)[:1]
+    return best[0] if best else None
 
 
 def _status_counts(records: list[Any]) -> dict[str, int]:
@@ -457,8 +443,6 @@ def _description(spec: Spec, best: Any, counts: dict[str, int], rounds: int) -> 
 
 def markdown_report(result: StudyResult) -> str:
     """The whole study as markdown: sanity, rounds, top trials, final evaluation, advice."""
-    from hpo.diagnostics import CheckResult  # noqa: F401 - documents the type of result.sanity
-
     spec, metric = result.spec, result.spec.search.metric
     parts = [f"# Study {spec.name}", "",
              f"{len(result.records)} trials in {len(result.rounds)} round(s), seed {spec.seed}, "
@@ -499,13 +483,11 @@ def markdown_report(result: StudyResult) -> str:
 
 def final_report(result: StudyResult, top: int = 5) -> str:
     spec, metric = result.spec, result.spec.search.metric
-    ranked = [r for r in result.records if r.finished and r.status != "diverged"
-              and r.metric(metric) is not None]
-    ranked.sort(key=lambda r: r.metric(metric), reverse=spec.search.resolved_mode == "max")
+    best_first = _ranked(spec, result.records)
     names = list(spec.distributions())
     rows = [(r.name, r.metric(metric), r.last.get("train_accuracy"), r.status,
-             *(fmt_value(r.sampled.get(n)) for n in names)) for r in ranked[:top]]
-    lines = [f"\ntop {min(top, len(ranked))} of {len(result.records)} trials",
+             *(fmt_value(r.sampled.get(n)) for n in names)) for r in best_first[:top]]
+    lines = [f"\ntop {min(top, len(best_first))} of {len(result.records)} trials",
              table(("trial", metric, "train_acc", "status", *names), rows)]
     best = result.best
     lines.append(f"\nbest configuration (trial {best.name}), {metric} = "
