@@ -61,14 +61,10 @@ class FinalEvaluation:
 
 
 def _retrain(spec: Spec, data: Dataset, params: dict[str, Any]) -> Any:
-    from hpo.trainable import train_trial
+    from hpo.trainable import train_trial, trial_threads
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(spec.search.resources_per_trial["cpu"])))
-    try:
+    with trial_threads(spec.search.resources_per_trial["cpu"]):
         return train_trial(params, data, seed=spec.seed, keep_model=True)
-    finally:
-        torch.set_num_threads(threads)
 
 
 @torch.no_grad()

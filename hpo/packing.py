@@ -31,6 +31,7 @@ from hpo.trainable import (
     TrialOutcome,
     _geometric_mean,
     _short,
+    diverged_metrics,
     model_config,
     tensors,
     train_config,
@@ -180,8 +181,7 @@ def train_pack(
         reports: list[dict[str, float] | None] = [None] * n
         for j in torch.nonzero(diverged_now).flatten().tolist():
             outcomes[j].status = "diverged"
-            reports[j] = {"epoch": epoch, "train_loss": math.inf, "train_accuracy": 0.0,
-                          "val_loss": math.inf, "val_accuracy": 0.0, "gap": 0.0, "diverged": 1.0}
+            reports[j] = diverged_metrics(epoch)
         if alive.any():
             train_loss, train_acc = evaluate(x_eval, y_eval)
             val_loss, val_acc = evaluate(t["x_val"], t["y_val"])

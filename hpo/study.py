@@ -294,16 +294,11 @@ def _summary(spec: Spec, k: int, ranges: dict[str, Distribution], run_id: str,
 
 def sanity_gate(spec: Spec, data: Any, tracker: Tracker, run_id: str, *, quiet: bool) -> list:
     """Run the babysitting checks, log them on ``run_id``; under sanity.strict a failure stops."""
-    import torch
-
     from hpo.diagnostics import run_sanity_checks, sanity_table
+    from hpo.trainable import trial_threads
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(spec.search.resources_per_trial["cpu"])))
-    try:
+    with trial_threads(spec.search.resources_per_trial["cpu"]):
         results = run_sanity_checks(spec, data)
-    finally:
-        torch.set_num_threads(threads)
     text = sanity_table(results)
     passed = all(r.passed for r in results)
     _say(quiet, f"\nsanity checks (babysitting) on the middle of the space:\n{text}")

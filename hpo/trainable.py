@@ -7,7 +7,8 @@ in-process. Data are in-memory tensors sliced by a seeded permutation; no DataLo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -19,7 +20,7 @@ from hpo.data import Dataset
 from hpo.spec import TrainConfig
 from models.config import ModelConfig
 
-__all__ = ["TrialOutcome", "build_optimizer", "evaluate", "train_trial", "model_config",
+__all__ = ["TrialOutcome", "diverged_metrics", "trial_threads", "build_optimizer", "evaluate", "train_trial", "model_config",
            "train_config", "l2_penalty"]
 
 #: Train accuracy is measured in evaluation mode on this many fixed training examples.
@@ -102,6 +103,25 @@ def tensors(data: Dataset) -> dict[str, torch.Tensor]:
             ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
 
 
+def diverged_metrics(epoch: int) -> dict[str, float]:
+    """The last report of a diverged trial: the worst result, so a searcher sees a bad trial
+    rather than a missing one."""
+    return {"epoch": epoch, "train_loss": math.inf, "train_accuracy": 0.0,
+            "val_loss": math.inf, "val_accuracy": 0.0, "gap": 0.0, "diverged": 1.0}
+
+
+@contextmanager
+def trial_threads(cpu: float) -> Iterator[None]:
+    """Torch threads as a trial with ``cpu`` CPUs has them (so a retrain in the driver matches
+    the trial bit for bit), restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(cpu)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _geometric_mean(values: Any) -> float:
     logs = [math.log(v) for v in values if v > 0 and math.isfinite(v)]
     return math.exp(sum(logs) / len(logs)) if logs else math.nan
@@ -169,8 +189,7 @@ def train_trial(
             seen += len(idx)
         if diverged:
             outcome.status = "diverged"
-            metrics = {"epoch": epoch, "train_loss": math.inf, "train_accuracy": 0.0,
-                       "val_loss": math.inf, "val_accuracy": 0.0, "gap": 0.0, "diverged": 1.0}
+            metrics = diverged_metrics(epoch)
             outcome.history.append(metrics)
             if report:
                 report(metrics)
