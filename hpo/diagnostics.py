@@ -291,10 +291,8 @@ def activation_stats(model: nn.Module, x: torch.Tensor, activation: str
         units = a.transpose(0, 1).reshape(a.shape[1], -1)  # (H, N*spatial)
         s: dict[str, Any] = {"mean": float(a.mean()), "std": float(a.std()),
                              "values": a.flatten()}
-        if activation in ("relu",):
-            s["dead"] = float((units.max(1).values <= 0).float().mean())
-        elif activation in ("leaky_relu", "prelu", "elu", "maxout"):
-            s["dead"] = float((units.max(1).values <= 0).float().mean())
+        if activation in ("relu", "leaky_relu", "prelu", "elu", "maxout"):  # the relu family
+            s["dead"] = float((units.max(1).values <= 0).float().mean())  # never positive
         if activation == "tanh":
             s["saturated"] = float((a.abs() > 0.99).float().mean())
         elif activation == "sigmoid":

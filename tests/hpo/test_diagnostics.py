@@ -15,7 +15,6 @@ from hpo.callback import classify
 from hpo.data import load_dataset
 from hpo.diagnostics import UpdateRatio, activation_stats, middle_config, run_sanity_checks
 from hpo.refine import FinishedTrial, RefineSettings, refine
-from hpo.space import Float
 from hpo.spec import parse_spec
 from hpo.trainable import train_trial
 
@@ -202,7 +201,3 @@ def test_activation_statistics_match_hand_computed_values():
     assert tanh["saturated"] == pytest.approx(float((t.abs() > 0.99).float().mean()))
     # |pre| > 2.65 saturates: unit 1 on all 4 inputs, and a +/-3 in units 0, 2 and 3: 7 of 16
     assert tanh["saturated"] == 7 / 16
-
-
-def test_space_has_a_searchable_regularization_range(spec):
-    assert spec.distributions()["weight_decay"] == Float(1e-5, 1e-2, log=True)
