@@ -95,7 +95,7 @@ class Tracker:
     def start_run(self, name: str, *, parent: str | None = None,
                   tags: Mapping[str, str] | None = None,
                   params: Mapping[str, Any] | None = None) -> str:
-        from mlflow.entities import Param, RunTag
+        from mlflow.entities import Param
 
         if self.experiment_id is None:
             self.ensure_experiment()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+
+from tests.fixtures.cli import run_hpo as hpo
 
 pytestmark = pytest.mark.slow
 
@@ -19,11 +18,6 @@ BASE = {
     "train": {"epochs": 2, "lr": {"loguniform": [1e-2, 1e-1]}},
     "search": {"rounds": 1, "trials_per_round": 3},
 }
-
-
-def hpo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hpo", *args], cwd=cwd, capture_output=True,
-                          text=True, env=dict(os.environ), timeout=600)
 
 
 def write(tmp_path: Path, name: str, **sections) -> Path:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import mlflow
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from hpo.spec import load_spec
 from hpo.tune import decode, make_sampler, optuna_space, round_seed
+
+from tests.fixtures.cli import run_hpo as hpo
 
 pytestmark = pytest.mark.slow
 
@@ -27,11 +25,6 @@ STUDY = {
     "search": {"rounds": 2, "trials_per_round": 4, "sampler": "random"},
 }
 EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "gap")
-
-
-def hpo(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hpo", *args], cwd=cwd, capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=600)
 
 
 @pytest.fixture(scope="module")
