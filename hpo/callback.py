@@ -123,21 +123,23 @@ class StudyCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
         packed = PACK_KEY in (trial.config or {})
-        for i, (key, _) in enumerate(self._members(trial)):
-            record = self.records.get(key)
-            if record is None or record.finished:
-                continue
-            if packed:  # member i's keys are "m<i>/<metric>"; a diverged member has none left
-                prefix = f"m{i}/"
-                own = {k[len(prefix):]: v for k, v in result.items() if k.startswith(prefix)}
-            else:
-                own = result
-            metrics = {k: v for k, v in own.items() if _is_trial_metric(k)}
-            if not metrics:
-                continue
-            record.history.append(metrics)
-            record.node = result.get("node", record.node)
-            self.tracker.buffer_metrics(record.run_id, metrics, step=int(own.get("epoch", 0)))
+        for epoch in result.get("epochs") or [result]:  # the epochs since the trial's last report
+            for i, (key, _) in enumerate(self._members(trial)):
+                record = self.records.get(key)
+                if record is None or record.finished:
+                    continue
+                if packed:  # member i's keys are "m<i>/<metric>"; a diverged one has none left
+                    prefix = f"m{i}/"
+                    own = {k[len(prefix):]: v for k, v in epoch.items() if k.startswith(prefix)}
+                else:
+                    own = epoch
+                metrics = {k: v for k, v in own.items() if _is_trial_metric(k)}
+                if not metrics:
+                    continue
+                record.history.append(metrics)
+                record.node = result.get("node", record.node)
+                self.tracker.buffer_metrics(record.run_id, metrics,
+                                            step=int(own.get("epoch", 0)))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         for key, _ in self._members(trial):

@@ -19,7 +19,7 @@ from hpo.errors import InputError, RunError
 from hpo.space import Categorical, Distribution, Float, Int
 from hpo.spec import Spec
 
-__all__ = ["decode", "optuna_space", "round_seed", "run_round", "start_ray"]
+__all__ = ["EpochReports", "decode", "optuna_space", "round_seed", "run_round", "start_ray"]
 
 # Ray Tune's per-trial CSV/JSON/TensorBoard loggers: the driver's MLflow callback replaces them.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -138,6 +138,43 @@ def make_sampler(kind: str, seed: int, trials: int):
     raise InputError(f"search.sampler: unknown sampler {kind!r} (allowed: random | qmc | tpe)")
 
 
+#: With no scheduler reading intermediate results (FIFO), a trial sends its epochs to the driver
+#: at most this often, and when it ends: every report waits for a round trip through the driver.
+REPORT_INTERVAL_S = 2.0
+
+
+class EpochReports:
+    """A trial's per-epoch metrics on their way to Ray Tune.
+
+    Each report carries ``epochs``, the list of epoch metrics since the previous one, plus the
+    last epoch's metrics at the top level (what schedulers and searchers read) and ``extra``.
+    With ``every_epoch`` (a scheduler such as ASHA decides after each epoch), every epoch is
+    reported as it ends; otherwise epochs are gathered for ``interval`` seconds, so a trial of
+    short epochs costs the driver one round trip, not one per epoch. ``flush()`` at the end.
+    """
+
+    def __init__(self, send: Any, *, every_epoch: bool, extra: Mapping[str, Any] = (),
+                 interval: float = REPORT_INTERVAL_S) -> None:
+        import time
+
+        self._send, self._clock = send, time.monotonic
+        self.every_epoch, self.interval, self.extra = every_epoch, interval, dict(extra)
+        self._pending: list[dict[str, Any]] = []
+        self._last = self._clock()
+
+    def __call__(self, metrics: Mapping[str, Any]) -> None:
+        self._pending.append(dict(metrics))
+        if self.every_epoch or self._clock() - self._last >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        epochs, self._pending = self._pending, []
+        self._send({**epochs[-1], **self.extra, "epochs": epochs})
+        self._last = self._clock()
+
+
 def _trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
                ranges: Mapping[str, Distribution], threads: int) -> None:
     import ray
@@ -148,18 +185,19 @@ def _trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
 
     torch.set_num_threads(threads)
     params = spec.resolve(decode(ranges, config))
-    node = ray.get_runtime_context().get_node_id()  # where it ran: the trial run's hpo.node tag
-
-    def report(metrics: dict[str, float]) -> None:
-        tune.report({**metrics, "node": node})
-
-    train_trial(params, data, seed=spec.seed, report=report)
+    report = EpochReports(tune.report, every_epoch=spec.search.scheduler != "fifo",
+                          extra={"node": ray.get_runtime_context().get_node_id()})
+    try:
+        train_trial(params, data, seed=spec.seed, report=report)
+    finally:  # a trial that raises still leaves the epochs it finished
+        report.flush()
 
 
 def _packed_trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
                       ranges: Mapping[str, Distribution], threads: int) -> None:
-    """A Ray trial that trains a pack: one flat result per epoch, ``m<i>/<metric>`` per member,
-    and the best member's value under the metric's own name (what the scheduler reads)."""
+    """A Ray trial that trains a pack: each epoch is one flat dict, ``m<i>/<metric>`` per
+    member, and the best member's value under the metric's own name (what the scheduler
+    reads), reported as ``EpochReports`` says."""
     import ray
     import torch
     from ray import tune
@@ -169,19 +207,23 @@ def _packed_trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
 
     torch.set_num_threads(threads)
     members = [spec.resolve(decode(ranges, m)) for m in config[PACK_KEY]]
-    node = ray.get_runtime_context().get_node_id()
     metric, pick = spec.search.metric, max if spec.search.resolved_mode == "max" else min
+    reports = EpochReports(tune.report, every_epoch=spec.search.scheduler != "fifo",
+                           extra={"node": ray.get_runtime_context().get_node_id()})
 
     def report(per_member: list[dict[str, float] | None]) -> None:
-        flat: dict[str, Any] = {"node": node}
+        flat: dict[str, Any] = {}
         for i, metrics in enumerate(per_member):
             if metrics is not None:
                 flat.update({member_key(i, k): v for k, v in metrics.items()})
                 flat["epoch"] = metrics["epoch"]
         flat[metric] = pick(m[metric] for m in per_member if m is not None)
-        tune.report(flat)
+        reports(flat)
 
-    train_pack(members, data, seed=spec.seed, report=report)
+    try:
+        train_pack(members, data, seed=spec.seed, report=report)
+    finally:
+        reports.flush()
 
 
 def pack_size(spec: Spec, num_trials: int) -> int:
