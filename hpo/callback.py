@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ray.tune import Callback
@@ -47,6 +48,11 @@ def _trial_index(trial: Any, fallback: int) -> int:
 class StudyCallback(Callback):
     """Receives Tune's trial events in the driver, in order, and journals every trial.
 
+    MLflow and the journal are written by one background thread, in the order of the events,
+    so that Tune's loop (which hands the next trial to a free actor) never waits on a database;
+    ``drain()`` waits for every write, and is called when the round ends. A record's
+    ``run_id`` is set by that thread, so everything that needs it is queued behind its start.
+
     Ray Tune pickles its callbacks into the experiment folder; this one pickles only its
     settings (not the MLflow client), and rebuilds the client and its trial records (from the
     journal) if it is ever unpickled.
@@ -62,11 +68,13 @@ class StudyCallback(Callback):
         self._records: dict[str, TrialRecord] | None = None
         self._tty = sys.stderr.isatty()
         self._milestone = 0
+        self._writer: ThreadPoolExecutor | None = None
+        self._error: BaseException | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["tracker"] = (self.tracker.uri, self.tracker.experiment_name)
-        state["_records"] = None
+        state["_records"], state["_writer"], state["_error"] = None, None, None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -81,6 +89,52 @@ class StudyCallback(Callback):
         if self._records is None:
             self._records = {r.trial_id: r for r in self.journal.replay().round_records(self.round)}
         return self._records
+
+    # -- writes -------------------------------------------------------------------------------
+    def _write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run ``fn(*args, **kwargs)`` on the writer thread, after every write queued before it.
+        A write that failed is raised at the next event (and by ``drain``); the writes queued
+        after it are dropped, so the journal never holds a trial's end without its start."""
+        if self._error is not None:
+            raise self._error
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpo-tracking")
+        self._writer.submit(self._run, fn, args, kwargs)
+
+    def _run(self, fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> None:
+        if self._error is None:
+            try:
+                fn(*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the driver thread
+                self._error = exc
+
+    def drain(self) -> None:
+        """Wait for every queued write; one that failed is raised here."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+        if self._error is not None:
+            raise self._error
+
+    def _start_run(self, record: TrialRecord, payload: dict[str, Any]) -> None:
+        record.run_id = payload["run_id"] = self.tracker.start_run(
+            trial_label(record), parent=self.round_run, params=record.params,
+            tags={"hpo.round": str(self.round), "hpo.trial": record.name,
+                  "hpo.status": "running", "hpo.kind": "trial"},
+        )
+        self.journal.append("trial_start", record=payload)
+
+    def _end_run(self, record: TrialRecord, tags: dict[str, Any], status: str,
+                 payload: dict[str, Any]) -> None:
+        self.tracker.end_run(record.run_id, status, tags=tags)
+        payload["run_id"] = record.run_id
+        self.journal.append("trial_end", record=payload)
+
+    def _buffer(self, record: TrialRecord, metrics: dict[str, float], step: int) -> None:
+        self.tracker.buffer_metrics(record.run_id, metrics, step=step)
+
+    def _discard(self, record: TrialRecord) -> None:
+        self.tracker.discard(record.run_id)
 
     # -- Tune hooks ---------------------------------------------------------------------------
     def _members(self, trial: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -99,7 +153,7 @@ class StudyCallback(Callback):
                     record.status = "running"
                     record.attempts = max(record.attempts, trial.num_failures + 1)
                     record.history.clear()
-                    self.tracker.discard(record.run_id)
+                    self._write(self._discard, record)
                 continue
             sampled = decode(self.ranges, config) if self.ranges else {}
             if self._claim(key, sampled):
@@ -112,13 +166,8 @@ class StudyCallback(Callback):
                 round=self.round, index=index,
                 trial_id=key, params=self.spec.resolve(sampled), sampled=sampled,
             )
-            record.run_id = self.tracker.start_run(
-                trial_label(record), parent=self.round_run, params=record.params,
-                tags={"hpo.round": str(self.round), "hpo.trial": record.name,
-                      "hpo.status": "running", "hpo.kind": "trial"},
-            )
             self.records[key] = record
-            self.journal.append("trial_start", record=record.to_json())
+            self._write(self._start_run, record, record.to_json())
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
@@ -138,8 +187,7 @@ class StudyCallback(Callback):
                     continue
                 record.history.append(metrics)
                 record.node = result.get("node", record.node)
-                self.tracker.buffer_metrics(record.run_id, metrics,
-                                            step=int(own.get("epoch", 0)))
+                self._write(self._buffer, record, metrics, int(own.get("epoch", 0)))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         for key, _ in self._members(trial):
@@ -148,12 +196,11 @@ class StudyCallback(Callback):
                 continue
             record.status = self._status(record)
             record.flags = trial_flags(record)
-            self.tracker.set_tags(record.run_id, {
+            self._write(self._end_run, record, {
                 "hpo.status": record.status, "hpo.epochs": len(record.history),
                 "hpo.flags": ",".join(record.flags) or "none",
-                "hpo.node": record.node or "unknown", "hpo.attempts": record.attempts})
-            self.tracker.end_run(record.run_id, "FINISHED")
-            self.journal.append("trial_end", record=record.to_json())
+                "hpo.node": record.node or "unknown", "hpo.attempts": record.attempts},
+                "FINISHED", record.to_json())
         self._progress(trials)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -163,11 +210,10 @@ class StudyCallback(Callback):
             if record is None or record.finished:
                 continue
             record.status, record.error = "failed", error
-            self.tracker.set_tags(record.run_id, {
+            self._write(self._end_run, record, {
                 "hpo.status": "failed", "hpo.error": error,
-                "hpo.node": record.node or "unknown", "hpo.attempts": record.attempts})
-            self.tracker.end_run(record.run_id, "FAILED")
-            self.journal.append("trial_end", record=record.to_json())
+                "hpo.node": record.node or "unknown", "hpo.attempts": record.attempts},
+                "FAILED", record.to_json())
         self._progress(trials)
 
     def _claim(self, key: str, sampled: dict[str, Any]) -> bool:
@@ -179,8 +225,8 @@ class StudyCallback(Callback):
                 del self.records[old]
                 record.trial_id, record.history = key, []
                 self.records[key] = record
-                self.tracker.discard(record.run_id)
-                self.journal.append("trial_rekey", round=self.round, old=old, new=key)
+                self._write(self._discard, record)
+                self._write(self.journal.append, "trial_rekey", round=self.round, old=old, new=key)
                 return True
         return False
 

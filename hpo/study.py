@@ -229,8 +229,11 @@ def _rounds(spec: Spec, tracker: Tracker, journal: Journal, past: JournalState |
                                      round_run=round_run, tracker=tracker, journal=journal,
                                      total=trials_per_round, quiet=quiet,
                                      num_classes=num_classes, continued=before is not None)
-            run_round(spec, ranges, round_index=k, data_ref=data_ref, storage=folder / "ray",
-                      callbacks=[callback], **plan)
+            try:
+                run_round(spec, ranges, round_index=k, data_ref=data_ref,
+                          storage=folder / "ray", callbacks=[callback], **plan)
+            finally:  # every trial's MLflow run and journal line written before going on
+                callback.drain()
         round_records = journal.replay().round_records(k)
         records += round_records
         summary = _summary(spec, k, ranges, round_run, round_records)

@@ -1,8 +1,9 @@
 """MLflow: the run tree (study -> round -> trial), batched logging from the driver, artifacts.
 
-Trials never talk to MLflow: a Ray Tune callback hands their results to ``Tracker``, which writes
-them with ``log_batch``, one call per trial start and one per finished trial, so tracking costs
-a few database writes per trial, not per epoch.
+Trials never talk to MLflow: a Ray Tune callback hands their results to ``Tracker`` (from a
+writer thread of its own), which writes them with ``log_batch``: a trial's start is a new run and
+its parameters, its end one batch of every epoch's metrics and its tags, then its status. So
+tracking costs four writes per trial, not per epoch, and Tune's loop never waits for them.
 """
 
 from __future__ import annotations
@@ -117,15 +118,17 @@ class Tracker:
                     value):
                 buf.items.append((key, float(value), step, now))
 
-    def flush(self, run_id: str) -> None:
-        from mlflow.entities import Metric
+    def flush(self, run_id: str, tags: Mapping[str, Any] | None = None) -> None:
+        """Write the run's buffered metrics (and ``tags``, in the same call)."""
+        from mlflow.entities import Metric, RunTag
 
         buf = self._buffers.pop(run_id, None)
-        if not buf or not buf.items:
-            return
-        metrics = [Metric(k, v, ts, step) for k, v, step, ts in buf.items]
-        for i in range(0, len(metrics), 1000):  # MLflow's per-call limit
-            self.client.log_batch(run_id, metrics=metrics[i:i + 1000])
+        metrics = [Metric(k, v, ts, step) for k, v, step, ts in (buf.items if buf else [])]
+        run_tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        chunks = [metrics[i:i + 1000] for i in range(0, len(metrics), 1000)]  # MLflow's limit
+        for i, chunk in enumerate(chunks or [[]]):
+            if chunk or (run_tags and i == 0):
+                self.client.log_batch(run_id, metrics=chunk, tags=run_tags if i == 0 else [])
 
     def discard(self, run_id: str) -> None:
         """Drop metrics not yet written (a retried trial starts its epochs over)."""
@@ -140,8 +143,9 @@ class Tracker:
 
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
-    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
-        self.flush(run_id)
+    def end_run(self, run_id: str, status: str = "FINISHED",
+                tags: Mapping[str, Any] | None = None) -> None:
+        self.flush(run_id, tags)
         self.client.set_terminated(run_id, status=status)
 
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:

@@ -6,6 +6,14 @@ callback's writer thread keeps MLflow and the journal off Tune's loop but in eve
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
+from hpo.callback import StudyCallback
+from hpo.journal import Journal
+from hpo.spec import parse_spec
+from hpo.tracking import Tracker
 from hpo.tune import EpochReports
 
 
@@ -47,3 +55,37 @@ def test_slow_epochs_are_reported_as_they_end():
     reports(_epoch(1))
     reports(_epoch(2))
     assert [r["epochs"] for r in sent] == [[_epoch(1)], [_epoch(2)]]
+
+
+def _callback(tmp_path, journal: Journal) -> StudyCallback:
+    spec = parse_spec({"name": "writer"})
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "writer")
+    return StudyCallback(spec=spec, ranges={}, round_index=1, round_run="", tracker=tracker,
+                         journal=journal, total=1, quiet=True)
+
+
+def test_writes_land_in_order_once_drained(tmp_path):
+    journal = Journal(tmp_path / "journal.jsonl")
+    journal.reset()
+    callback = _callback(tmp_path, journal)
+    for i in range(50):
+        callback._write(journal.append, "trial_rekey", round=1, old=str(i), new=str(i + 1))
+    callback.drain()
+    lines = [json.loads(line) for line in journal.path.read_text().splitlines()]
+    assert [line["old"] for line in lines] == [str(i) for i in range(50)]
+
+
+def test_a_failed_write_is_raised_and_stops_the_writes_after_it(tmp_path):
+    journal = Journal(tmp_path / "journal.jsonl")
+    journal.reset()
+    callback = _callback(tmp_path, journal)
+    missing = Journal(tmp_path / "no-such-folder" / "journal.jsonl")
+    callback._write(journal.append, "trial_rekey", round=1, old="a", new="b")
+    callback._write(missing.append, "trial_rekey", round=1, old="b", new="c")
+    callback._write(journal.append, "trial_rekey", round=1, old="c", new="d")
+    with pytest.raises(FileNotFoundError):
+        callback.drain()
+    # the write before the failure landed; the one after it did not
+    assert [json.loads(line)["old"] for line in journal.path.read_text().splitlines()] == ["a"]
+    with pytest.raises(FileNotFoundError):  # and the next event says so at once
+        callback._write(journal.append, "trial_rekey", round=1, old="d", new="e")
