@@ -144,7 +144,7 @@ def _trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
     import torch
     from ray import tune
 
-    from hpo.trainable import train_trial
+    from hpo.trainable import train_trial, trial_device
 
     torch.set_num_threads(threads)
     params = spec.resolve(decode(ranges, config))
@@ -153,7 +153,8 @@ def _trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
     def report(metrics: dict[str, float]) -> None:
         tune.report({**metrics, "node": node})
 
-    train_trial(params, data, seed=spec.seed, report=report)
+    train_trial(params, data, seed=spec.seed, report=report,
+                device=trial_device(bool(ray.get_gpu_ids())))
 
 
 def _packed_trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
@@ -166,6 +167,7 @@ def _packed_trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
 
     from hpo._pack_search import PACK_KEY, member_key
     from hpo.packing import train_pack
+    from hpo.trainable import trial_device
 
     torch.set_num_threads(threads)
     members = [spec.resolve(decode(ranges, m)) for m in config[PACK_KEY]]
@@ -181,7 +183,8 @@ def _packed_trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
         flat[metric] = pick(m[metric] for m in per_member if m is not None)
         tune.report(flat)
 
-    train_pack(members, data, seed=spec.seed, report=report)
+    train_pack(members, data, seed=spec.seed, report=report,
+               device=trial_device(bool(ray.get_gpu_ids())))
 
 
 def pack_size(spec: Spec, num_trials: int) -> int:
