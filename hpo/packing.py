@@ -41,6 +41,7 @@ from hpo.trainable import (
     tensors,
     train_config,
 )
+from models.config import ModelConfig
 
 __all__ = ["PER_MEMBER", "pack_key", "packable", "train_pack"]
 
@@ -118,11 +119,17 @@ def train_pack(
     n = len(members)
     device = torch.device(device)
     cfgs = [train_config(m) for m in members]
+    # Each member starts where its own trial would: built on the CPU from the seed. Members
+    # that differ only in lr, weight decay or momentum start alike, so each model is built once.
+    built: dict[ModelConfig, nn.Module] = {}
     models = []
     for m in members:
-        torch.manual_seed(seed)  # each member starts where its own trial would (built on the CPU)
-        models.append(build_model(model_config(m), input_shape=data.input_shape,
-                                  num_classes=data.num_classes).to(device))
+        mcfg = model_config(m)
+        if mcfg not in built:
+            torch.manual_seed(seed)
+            built[mcfg] = build_model(mcfg, input_shape=data.input_shape,
+                                      num_classes=data.num_classes).to(device)
+        models.append(built[mcfg])  # the same module object for members that start alike
     params, buffers = stack_module_state(models)  # name -> (N, *shape)
     # The template that vmap calls with each member's tensors; its own tensors are never used.
     base = copy.deepcopy(models[0]).to("meta")
@@ -250,7 +257,7 @@ def _activation_stats(models: list[nn.Module], base: nn.Module, params: dict, bu
     """The end-of-trial activation statistics of each living member, in evaluation mode."""
     from hpo.diagnostics import activation_stats, block_stats
 
-    if _member_by_member(x.device):  # on each member's own module
+    if _member_by_member(x.device):  # on a module loaded with each member's tensors in turn
         with torch.no_grad():
             for j in living:
                 model = models[j]
