@@ -10,6 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from hpo.data import load_dataset
 from hpo.spec import parse_spec
 from hpo.trainable import train_trial, trial_device
+from tests.fixtures.trials import assert_same_trial
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -20,9 +21,9 @@ def data():
     return load_dataset(spec.data, seed=0)
 
 
-def config(**train):
+def config(dropout=0.1, **train):
     spec = parse_spec({"model": {"hidden": [32, 16], "activation": "relu", "batchnorm": True,
-                                 "dropout": 0.1},
+                                 "dropout": dropout},
                        "train": {"epochs": 2, "batch_size": 64, "lr": 0.05,
                                  "weight_decay": 1e-3, **train}})
     return spec.resolve({})
@@ -71,16 +72,15 @@ def test_on_cuda_the_training_steps_touch_no_host_tensor(data):
         counts[epochs] = ops.count
     batches = -(-len(data.y_train) // 64)
     per_epoch = (counts[3] - counts[1]) / 2
-    assert per_epoch < batches / 4, counts
+    # data left on the host would cost a few operations per batch
+    assert per_epoch < batches / 2, (counts, batches)
 
 
 @cuda
 def test_a_cuda_trial_matches_the_cpu_trial_and_keeps_its_model_on_the_gpu(data):
-    from tests.hpo.test_packing import assert_same
-
-    params = config(epochs=3, optimizer="adam", lr=0.005)
+    params = config(dropout=0.0, epochs=3, optimizer="adam", lr=0.005)  # CUDA draws other masks
     gpu = train_trial(params, data, seed=0, device="cuda", keep_model=True)
     cpu = train_trial(params, data, seed=0)
     assert all(p.device.type == "cuda" for p in gpu.model.parameters())
     assert gpu.status == cpu.status == "ok"
-    assert_same(gpu, cpu)
+    assert_same_trial(gpu, cpu)
