@@ -1,8 +1,8 @@
 """Trials per second of the digits MLP, one model at a time vs packed into vectorized models.
 
     python benchmarks/packing.py [--device cpu] [--trials 64] [--epochs 10] [--packs 1 8 64]
-    python benchmarks/packing.py --device cuda --trials 1024 --unpacked-trials 32 \\
-        --packs 1 8 64 256 1024 --packs-per-row 4
+    python benchmarks/packing.py --device cuda --trials 4096 --unpacked-trials 32 \\
+        --packs 1 8 64 256 1024 4096 --packs-per-row 4
 
 Every configuration is trained to completion (the same lr/weight-decay draws, in the same order,
 for every row: a row of T trials trains the first T); "unpacked" is hpo's own trial loop
