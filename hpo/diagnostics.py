@@ -31,6 +31,7 @@ __all__ = [
     "CheckResult",
     "UpdateRatio",
     "activation_stats",
+    "block_stats",
     "middle_config",
     "run_sanity_checks",
     "sanity_table",
@@ -260,18 +261,24 @@ class UpdateRatio:
         self._copies = [p.detach().clone() for _, p in self.params]
 
     def after(self) -> dict[str, float]:
-        out = {}
-        for (name, p), old in zip(self.params, self._copies):
-            norm = float(old.norm())
-            out[name] = float((p.detach() - old).norm()) / norm if norm > 0 else math.inf
-        return out
+        if not self.params:
+            return {}
+        # (layers, 2): each layer's ||W_before|| and ||update||, fetched in one transfer
+        norms = torch.stack([torch.stack([old.norm(), (p.detach() - old).norm()])
+                             for (_, p), old in zip(self.params, self._copies)]).tolist()
+        return {name: step / norm if norm > 0 else math.inf
+                for (name, _), (norm, step) in zip(self.params, norms)}
+
+
+#: Activations whose units can die (never positive on any input).
+RELU_FAMILY = ("relu", "leaky_relu", "prelu", "elu", "maxout")
 
 
 @torch.no_grad()
 def activation_stats(model: nn.Module, x: torch.Tensor, activation: str
                      ) -> dict[str, dict[str, Any]]:
-    """Per hidden block: mean, std, dead fraction (relu family), saturated fraction (sigmoid/
-    tanh), and the activations themselves (flattened) for histograms. Evaluation mode."""
+    """Per hidden block: ``block_stats`` as floats, and the activations themselves (flattened,
+    on the model's device) for histograms. Evaluation mode."""
     blocks = list(getattr(model, "features", []))
     captured: dict[int, torch.Tensor] = {}
     hooks = [b.act.register_forward_hook(
@@ -288,14 +295,24 @@ def activation_stats(model: nn.Module, x: torch.Tensor, activation: str
     stats = {}
     for i in range(len(blocks)):
         a = captured[i]  # (N, H) or (N, C, H, W)
-        units = a.transpose(0, 1).reshape(a.shape[1], -1)  # (H, N*spatial)
-        s: dict[str, Any] = {"mean": float(a.mean()), "std": float(a.std()),
-                             "values": a.flatten()}
-        if activation in ("relu", "leaky_relu", "prelu", "elu", "maxout"):  # the relu family
-            s["dead"] = float((units.max(1).values <= 0).float().mean())  # never positive
-        if activation == "tanh":
-            s["saturated"] = float((a.abs() > 0.99).float().mean())
-        elif activation == "sigmoid":
-            s["saturated"] = float(((a < 0.01) | (a > 0.99)).float().mean())
-        stats[f"layer{i + 1}"] = s
+        summary = block_stats(a, activation)
+        values = torch.stack(list(summary.values())).tolist()  # one transfer per block
+        stats[f"layer{i + 1}"] = {**dict(zip(summary, values)), "values": a.flatten()}
     return stats
+
+
+def block_stats(a: torch.Tensor, activation: str) -> dict[str, torch.Tensor]:
+    """One block's activations ``a`` (N, H) or (N, C, H, W) summarized as 0-dim tensors: mean,
+    std, dead fraction (relu family), saturated fraction (sigmoid/tanh).
+
+    Tensor arithmetic only, so ``torch.func.vmap`` maps it over a pack's members.
+    """
+    units = a.transpose(0, 1).reshape(a.shape[1], -1)  # (H, N*spatial)
+    s = {"mean": a.mean(), "std": a.std()}
+    if activation in RELU_FAMILY:
+        s["dead"] = (units.max(1).values <= 0).float().mean()  # never positive
+    if activation == "tanh":
+        s["saturated"] = (a.abs() > 0.99).float().mean()
+    elif activation == "sigmoid":
+        s["saturated"] = ((a < 0.01) | (a > 0.99)).float().mean()
+    return s

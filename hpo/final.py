@@ -3,7 +3,10 @@
 Trials keep no checkpoints: a trial is a pure function of (configuration, data, seed), so the
 driver retrains the few configurations it needs, bit-for-bit on CPU, with the trials' thread
 count. That gives the best model for MLflow, the test-split score, the top-k ensemble and the
-activation histograms without shipping weights back from every trial.
+activation histograms without shipping weights back from every trial. Where the study gives
+trials a GPU and the driver has one, the retrain runs there too (``trial_device``), and matches
+the trial as far as the GPU's arithmetic repeats itself; the trained model then comes back to the
+CPU for scoring and logging.
 """
 
 from __future__ import annotations
@@ -61,10 +64,14 @@ class FinalEvaluation:
 
 
 def _retrain(spec: Spec, data: Dataset, params: dict[str, Any]) -> Any:
-    from hpo.trainable import train_trial, trial_threads
+    from hpo.trainable import train_trial, trial_device, trial_threads
 
-    with trial_threads(spec.search.resources_per_trial["cpu"]):
-        return train_trial(params, data, seed=spec.seed, keep_model=True)
+    resources = spec.search.resources_per_trial
+    with trial_threads(resources["cpu"]):
+        outcome = train_trial(params, data, seed=spec.seed, keep_model=True,
+                              device=trial_device(resources["gpu"] > 0))
+    outcome.model.cpu()
+    return outcome
 
 
 @torch.no_grad()

@@ -35,7 +35,7 @@ def check_only(spec: Spec, *, tracking_uri: str | None = None) -> bool:
 def train_fixed(spec: Spec, *, tracking_uri: str | None = None, quiet: bool = False) -> Any:
     """Train the study's fixed configuration with the study's seed; returns the TrialOutcome."""
     from hpo.data import load_dataset
-    from hpo.trainable import train_trial
+    from hpo.trainable import train_trial, trial_device
 
     searched = spec.distributions()
     if searched:
@@ -58,7 +58,8 @@ def train_fixed(spec: Spec, *, tracking_uri: str | None = None, quiet: bool = Fa
                     f"{k} {fmt_value(v)}" for k, v in metrics.items()
                     if k not in ("epoch", "diverged")), file=sys.stderr)
 
-        outcome = train_trial(params, data, seed=spec.seed, report=report)
+        outcome = train_trial(params, data, seed=spec.seed, report=report,
+                              device=trial_device(spec.search.resources_per_trial["gpu"] > 0))
         tracker.set_tags(run_id, {"hpo.status": outcome.status})
         status = "FINISHED"
         last = outcome.last

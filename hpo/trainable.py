@@ -2,6 +2,11 @@
 
 ``train_trial`` is what a Ray Tune trial runs (through ``hpo.tune``) and what ``hpo train`` runs
 in-process. Data are in-memory tensors sliced by a seeded permutation; no DataLoader.
+
+A trial trains on one device (``trial_device``: the GPU when it was given one): the model, the
+optimizer state, the data (moved once per trial) and every per-epoch statistic live there, and
+only scalars come back to the host. The permutation is drawn on the CPU and its indices moved, so
+every device sees the same batches.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ from hpo.data import Dataset
 from hpo.spec import TrainConfig
 from models.config import ModelConfig
 
-__all__ = ["TrialOutcome", "diverged_metrics", "trial_threads", "build_optimizer", "evaluate", "train_trial", "model_config",
-           "train_config", "l2_penalty"]
+__all__ = ["TrialOutcome", "diverged_metrics", "trial_threads", "trial_device", "build_optimizer",
+           "evaluate", "train_trial", "model_config", "train_config", "l2_penalty", "tensors"]
 
 #: Train accuracy is measured in evaluation mode on this many fixed training examples.
 TRAIN_EVAL_SIZE = 1000
@@ -50,7 +55,7 @@ class TrialOutcome:
     status: str = "ok"  # ok | diverged
     history: list[dict[str, float]] = field(default_factory=list)
     initial_loss: float = math.nan
-    model: nn.Module | None = None
+    model: nn.Module | None = None  # with keep_model: the trained model, on the trial's device
 
     @property
     def last(self) -> dict[str, float]:
@@ -72,35 +77,43 @@ def l2_penalty(model: nn.Module, weight_decay: float) -> torch.Tensor:
     Regularization lives in the loss, so "turning regularization on raises the loss" is
     observable, as the notes' second sanity check expects.
     """
+    zero = torch.zeros((), device=next(model.parameters()).device)
     if weight_decay == 0:
-        return torch.zeros(())
+        return zero
     total = sum((p.pow(2).sum() for n, p in model.named_parameters()
-                 if p.requires_grad and p.dim() > 1), torch.zeros(()))
+                 if p.requires_grad and p.dim() > 1), zero)
     return 0.5 * weight_decay * total
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
              batch_size: int = 1024) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy in evaluation mode."""
+    """Mean cross-entropy and accuracy in evaluation mode (on the device of ``x``)."""
     if len(y) == 0:
         return math.nan, math.nan
     was_training = model.training
     model.eval()
-    loss_sum, correct = 0.0, 0
+    losses, hits = [], []
     for i in range(0, len(y), batch_size):
         logits = model(x[i:i + batch_size])  # (B, classes)
-        loss_sum += nn.functional.cross_entropy(logits, y[i:i + batch_size],
-                                                reduction="sum").item()
-        correct += (logits.argmax(1) == y[i:i + batch_size]).sum().item()
+        losses.append(nn.functional.cross_entropy(logits, y[i:i + batch_size], reduction="sum"))
+        hits.append((logits.argmax(1) == y[i:i + batch_size]).sum())
     model.train(was_training)
-    return loss_sum / len(y), correct / len(y)
+    loss_sum = _running_sum(torch.stack(losses).tolist())  # one transfer for all batches
+    return loss_sum / len(y), sum(torch.stack(hits).tolist()) / len(y)
 
 
-def tensors(data: Dataset) -> dict[str, torch.Tensor]:
-    """The dataset as tensors (copies: arrays from Ray's object store are read-only)."""
-    return {k: torch.from_numpy(np.array(getattr(data, k))) for k in
+def tensors(data: Dataset, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """The dataset as tensors on ``device`` (copies: arrays from Ray's object store are
+    read-only)."""
+    return {k: torch.from_numpy(np.array(getattr(data, k))).to(device) for k in
             ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+
+
+def trial_device(gpu: bool) -> torch.device:
+    """Where a trial trains: CUDA when it was given a GPU and this process can use one, else
+    the CPU."""
+    return torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu")
 
 
 def diverged_metrics(epoch: int) -> dict[str, float]:
@@ -120,6 +133,15 @@ def trial_threads(cpu: float) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _running_sum(values: list[float]) -> float:
+    """Left to right in float64, as ``+=`` in a loop adds (Python 3.12's ``sum`` of floats
+    compensates, which would change the last bits)."""
+    total = 0.0
+    for value in values:
+        total += value
+    return total
 
 
 def _geometric_mean(values: Any) -> float:
@@ -142,8 +164,11 @@ def train_trial(
     seed: int,
     report: Callable[[dict[str, float]], None] | None = None,
     keep_model: bool = False,
+    device: torch.device | str = "cpu",
 ) -> TrialOutcome:
-    """Train one configuration; ``report`` gets each epoch's metrics as they come.
+    """Train one configuration on ``device``; ``report`` gets each epoch's metrics as they come.
+
+    The model is built on the CPU (the same initial weights on every device) and then moved.
 
     Divergence (a non-finite loss, or one DIVERGENCE_FACTOR times the first batch's) stops the
     trial early with status "diverged" and a last report whose metrics are the worst possible,
@@ -155,8 +180,9 @@ def train_trial(
     torch.manual_seed(seed)
     mcfg, tcfg = model_config(params), train_config(params)
     model = build_model(mcfg, input_shape=data.input_shape, num_classes=data.num_classes)
+    model.to(device)
     optimizer = build_optimizer(model, tcfg)
-    t = tensors(data)
+    t = tensors(data, device)
     x_train, y_train = t["x_train"], t["y_train"]
     x_eval, y_eval = x_train[:TRAIN_EVAL_SIZE], y_train[:TRAIN_EVAL_SIZE]
     generator = torch.Generator().manual_seed(seed)
@@ -166,14 +192,14 @@ def train_trial(
 
     for epoch in range(1, tcfg.epochs + 1):
         model.train()
-        order = torch.randperm(n, generator=generator)
-        loss_sum, seen, diverged = 0.0, 0, False
+        order = torch.randperm(n, generator=generator).to(device)
+        step_losses, sizes, diverged = [], [], False
         for i in range(0, n, tcfg.batch_size):
             idx = order[i:i + tcfg.batch_size]
             logits = model(x_train[idx])  # (B, classes)
             data_loss = nn.functional.cross_entropy(logits, y_train[idx])
             loss = data_loss + l2_penalty(model, tcfg.weight_decay)
-            value = loss.item()
+            value = loss.item()  # the step's one host sync: divergence must stop this step
             if math.isnan(outcome.initial_loss):
                 outcome.initial_loss = value
             if not math.isfinite(value) or value > DIVERGENCE_FACTOR * max(
@@ -185,8 +211,8 @@ def train_trial(
             if i + tcfg.batch_size >= n:  # the epoch's last step: measure update/weight
                 ratio.before()
             optimizer.step()
-            loss_sum += data_loss.item() * len(idx)
-            seen += len(idx)
+            step_losses.append(data_loss.detach())
+            sizes.append(len(idx))
         if diverged:
             outcome.status = "diverged"
             metrics = diverged_metrics(epoch)
@@ -197,9 +223,11 @@ def train_trial(
         train_loss, train_acc = evaluate(model, x_eval, y_eval)
         val_loss, val_acc = evaluate(model, t["x_val"], t["y_val"])
         ratios = ratio.after()
+        step_values = torch.stack(step_losses).tolist() if sizes else []  # one transfer
         metrics = {
             "epoch": epoch,
-            "train_loss": loss_sum / max(seen, 1),
+            "train_loss": _running_sum([v * k for v, k in zip(step_values, sizes)])
+            / max(sum(sizes), 1),
             "train_accuracy": train_acc,
             "val_loss": val_loss,
             "val_accuracy": val_acc,

@@ -181,14 +181,15 @@ def _trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
     import torch
     from ray import tune
 
-    from hpo.trainable import train_trial
+    from hpo.trainable import train_trial, trial_device
 
     torch.set_num_threads(threads)
     params = spec.resolve(decode(ranges, config))
     report = EpochReports(tune.report, every_epoch=spec.search.scheduler != "fifo",
                           extra={"node": ray.get_runtime_context().get_node_id()})
     try:
-        train_trial(params, data, seed=spec.seed, report=report)
+        train_trial(params, data, seed=spec.seed, report=report,
+                    device=trial_device(bool(ray.get_gpu_ids())))
     finally:  # a trial that raises still leaves the epochs it finished
         report.flush()
 
@@ -204,6 +205,7 @@ def _packed_trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
 
     from hpo._pack_search import PACK_KEY, member_key
     from hpo.packing import train_pack
+    from hpo.trainable import trial_device
 
     torch.set_num_threads(threads)
     members = [spec.resolve(decode(ranges, m)) for m in config[PACK_KEY]]
@@ -221,7 +223,8 @@ def _packed_trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
         reports(flat)
 
     try:
-        train_pack(members, data, seed=spec.seed, report=report)
+        train_pack(members, data, seed=spec.seed, report=report,
+                   device=trial_device(bool(ray.get_gpu_ids())))
     finally:
         reports.flush()
 

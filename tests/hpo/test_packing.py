@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -11,6 +9,9 @@ from hpo.data import load_dataset
 from hpo.packing import pack_key, train_pack
 from hpo.spec import parse_spec
 from hpo.trainable import train_trial
+from tests.fixtures.trials import assert_same_trial as assert_same
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 @pytest.fixture(scope="module")
@@ -28,30 +29,14 @@ def members(**shared):
             for i, (lr, wd) in enumerate(lrs_wds)]
 
 
-def assert_same(packed, alone):
-    assert packed.status == alone.status
-    assert len(packed.history) == len(alone.history)
-    for p, a in zip(packed.history, alone.history):
-        assert set(p) == set(a)
-        for key, value in a.items():
-            if key.startswith("act.") or key.startswith("update_ratio"):
-                assert p[key] == pytest.approx(value, rel=0.05, abs=1e-4), key
-            elif "accuracy" in key or key == "gap":
-                assert abs(p[key] - value) <= 2 / 360 + 1e-9, key  # at most two examples apart
-            elif math.isfinite(value):
-                # batched matmuls round differently; Adam's normalization amplifies it a little
-                assert p[key] == pytest.approx(value, rel=3e-3, abs=1e-4), key
-            else:
-                assert p[key] == value, key
-
-
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=cuda)])
 @pytest.mark.parametrize("setting", [
     {"optimizer": "momentum"},
     {"optimizer": "nesterov", "model": {"batchnorm": True}},
     {"optimizer": "sgd", "model": {"activation": "prelu"}},
     {"optimizer": "adam", "model": {"activation": "maxout", "batchnorm": True}},
 ])
-def test_packed_equals_unpacked_per_member_including_a_diverged_one(data, setting):
+def test_packed_equals_unpacked_per_member_including_a_diverged_one(data, setting, device):
     torch.set_num_threads(1)
     configs = members(**setting)
     if setting["optimizer"] == "adam":  # adam-sized steps; its step is bounded by lr, so the
@@ -59,8 +44,8 @@ def test_packed_equals_unpacked_per_member_including_a_diverged_one(data, settin
             c["lr"] *= 0.05
         configs[-1]["lr"] = 1e4
     reports = []
-    packed = train_pack(configs, data, seed=0, report=reports.append)
-    alone = [train_trial(c, data, seed=0) for c in configs]
+    packed = train_pack(configs, data, seed=0, report=reports.append, device=device)
+    alone = [train_trial(c, data, seed=0, device=device) for c in configs]
     assert [o.status for o in alone].count("diverged") == 1
     for p, a in zip(packed, alone):
         assert_same(p, a)
@@ -123,3 +108,27 @@ def test_a_packed_study_logs_one_mlflow_run_per_member_like_an_unpacked_one(tmp_
         assert ({m for a, m in shapes[1]["metrics"] if a == activation}
                 == {m for a, m in shapes[4]["metrics"] if a == activation})
     assert len(shapes[1]["parents"]) == len(shapes[4]["parents"]) == 1  # all under their round
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+def test_the_diagnostics_vectorized_over_members_agree_with_member_by_member(
+        data, activation, monkeypatch):
+    """What train_pack computes off the CPU (update ratios and activation statistics of all
+    members at once), run here against the member-by-member path the CPU takes."""
+    import hpo.packing
+
+    torch.set_num_threads(1)
+    configs = members(optimizer="momentum", model={"activation": activation, "batchnorm": True})
+    by_member = train_pack(configs, data, seed=0)
+    monkeypatch.setattr(hpo.packing, "_member_by_member", lambda device: False)
+    vectorized = train_pack(configs, data, seed=0)
+    assert any(k.startswith("act.") for k in by_member[0].last)
+    for v, m in zip(vectorized, by_member):
+        assert v.status == m.status and len(v.history) == len(m.history)
+        for hv, hm in zip(v.history, m.history):
+            assert set(hv) == set(hm)
+            for key, value in hm.items():
+                if key.startswith(("act.", "update_ratio")):
+                    assert hv[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+                else:
+                    assert hv[key] == value, key  # the training itself is the same code
