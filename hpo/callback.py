@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import queue
 import sys
+import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ray.tune import Callback
@@ -19,6 +20,8 @@ from hpo.tune import decode
 
 __all__ = ["StudyCallback", "classify", "trial_flags", "trial_label"]
 
+#: Writes (MLflow, journal) that may wait for the writer thread before a trial event waits.
+WRITE_BACKLOG = 256
 #: Below this train and val accuracy (as a multiple of chance) a trial is "underfitting".
 UNDERFIT_OVER_CHANCE = 3.0
 
@@ -68,13 +71,14 @@ class StudyCallback(Callback):
         self._records: dict[str, TrialRecord] | None = None
         self._tty = sys.stderr.isatty()
         self._milestone = 0
-        self._writer: ThreadPoolExecutor | None = None
+        self._writer: threading.Thread | None = None
+        self._queue: queue.Queue = queue.Queue()
         self._error: BaseException | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["tracker"] = (self.tracker.uri, self.tracker.experiment_name)
-        state["_records"], state["_writer"], state["_error"] = None, None, None
+        state.update(_records=None, _writer=None, _queue=None, _error=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -93,13 +97,23 @@ class StudyCallback(Callback):
     # -- writes -------------------------------------------------------------------------------
     def _write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Run ``fn(*args, **kwargs)`` on the writer thread, after every write queued before it.
+
+        At most WRITE_BACKLOG writes wait; past that the event waits too, so trials that end
+        faster than the store takes them slow down to its pace instead of piling up in memory.
         A write that failed is raised at the next event (and by ``drain``); the writes queued
         after it are dropped, so the journal never holds a trial's end without its start."""
         if self._error is not None:
             raise self._error
         if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpo-tracking")
-        self._writer.submit(self._run, fn, args, kwargs)
+            self._queue = queue.Queue(maxsize=WRITE_BACKLOG)
+            self._writer = threading.Thread(target=self._writes, name="hpo-tracking",
+                                            daemon=True)
+            self._writer.start()
+        self._queue.put((fn, args, kwargs))
+
+    def _writes(self) -> None:
+        while (item := self._queue.get()) is not None:
+            self._run(*item)
 
     def _run(self, fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> None:
         if self._error is None:
@@ -111,7 +125,8 @@ class StudyCallback(Callback):
     def drain(self) -> None:
         """Wait for every queued write; one that failed is raised here."""
         if self._writer is not None:
-            self._writer.shutdown(wait=True)
+            self._queue.put(None)
+            self._writer.join()
             self._writer = None
         if self._error is not None:
             raise self._error
