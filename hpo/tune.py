@@ -146,18 +146,21 @@ REPORT_INTERVAL_S = 2.0
 class EpochReports:
     """A trial's per-epoch metrics on their way to Ray Tune.
 
-    Each report carries ``epochs``, the list of epoch metrics since the previous one, plus the
-    last epoch's metrics at the top level (what schedulers and searchers read) and ``extra``.
-    With ``every_epoch`` (a scheduler such as ASHA decides after each epoch), every epoch is
-    reported as it ends; otherwise epochs are gathered for ``interval`` seconds, so a trial of
-    short epochs costs the driver one round trip, not one per epoch. ``flush()`` at the end.
+    Each report carries ``epochs``, the list of epoch metrics since the previous one, plus, at
+    the top level, ``extra`` and the last epoch's values of the ``top`` keys: what schedulers
+    and searchers read. Only those: Tune keeps running statistics of every top-level number of
+    every trial for the whole run, which for a study's dozens of diagnostics would cost the
+    driver tens of kilobytes per trial. With ``every_epoch`` (a scheduler such as ASHA decides
+    after each epoch), every epoch is reported as it ends; otherwise epochs are gathered for
+    ``interval`` seconds, so a trial of short epochs costs the driver one round trip, not one
+    per epoch. ``flush()`` at the end.
     """
 
-    def __init__(self, send: Any, *, every_epoch: bool, extra: Mapping[str, Any] = (),
-                 interval: float = REPORT_INTERVAL_S) -> None:
+    def __init__(self, send: Any, *, every_epoch: bool, top: Sequence[str],
+                 extra: Mapping[str, Any] = (), interval: float = REPORT_INTERVAL_S) -> None:
         import time
 
-        self._send, self._clock = send, time.monotonic
+        self._send, self._clock, self.top = send, time.monotonic, tuple(top)
         self.every_epoch, self.interval, self.extra = every_epoch, interval, dict(extra)
         self._pending: list[dict[str, Any]] = []
         self._last = self._clock()
@@ -171,7 +174,9 @@ class EpochReports:
         if not self._pending:
             return
         epochs, self._pending = self._pending, []
-        self._send({**epochs[-1], **self.extra, "epochs": epochs})
+        last = epochs[-1]
+        self._send({**{k: last[k] for k in self.top if k in last}, **self.extra,
+                    "epochs": epochs})
         self._last = self._clock()
 
 
@@ -186,6 +191,7 @@ def _trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
     torch.set_num_threads(threads)
     params = spec.resolve(decode(ranges, config))
     report = EpochReports(tune.report, every_epoch=spec.search.scheduler != "fifo",
+                          top=(spec.search.metric, "epoch"),
                           extra={"node": ray.get_runtime_context().get_node_id()})
     try:
         train_trial(params, data, seed=spec.seed, report=report,
@@ -211,6 +217,8 @@ def _packed_trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
     members = [spec.resolve(decode(ranges, m)) for m in config[PACK_KEY]]
     metric, pick = spec.search.metric, max if spec.search.resolved_mode == "max" else min
     reports = EpochReports(tune.report, every_epoch=spec.search.scheduler != "fifo",
+                           top=(metric, "epoch", *(member_key(i, metric)
+                                                   for i in range(len(members)))),
                            extra={"node": ray.get_runtime_context().get_node_id()})
 
     def report(per_member: list[dict[str, float] | None]) -> None:
