@@ -33,12 +33,13 @@ update/weight ratios and activation statistics), with the study seed. For ``ray-
 ``hpo``, Ray's start-up (``ray.init()``) is timed on its own and left out of the trials phase.
 
 Columns: wall time of the trials phase (median and min–max over repeats), trials per second,
-ratio to the ideal (bare sequential time / cores), Ray start-up, the rest of the runner's
-in-process time (data loading; for hpo also sanity checks, final retraining, plots, artifacts;
-for Ray also shutdown), the subprocess' whole wall time (imports included), peak memory (the
-largest sum of RSS over the runner's process tree — driver, Ray's daemons and workers —
-sampled every 0.2 s; shared pages count once per process), and the epochs trained (the same
-work everywhere when the configurations are the same).
+ratio to the ideal (bare sequential time / cores), Ray start-up, how long into the trials
+phase the first trial function started (for Ray: a worker process and the trial actor), the rest of the
+runner's in-process time (data loading; for hpo also sanity checks, final retraining, plots,
+artifacts; for Ray also shutdown), the subprocess' whole wall time (imports included), peak
+memory (the largest sum of RSS over the runner's process tree — driver, Ray's daemons and
+workers — sampled every 0.2 s; shared pages count once per process), and the epochs trained
+(the same work everywhere when the configurations are the same).
 """
 
 from __future__ import annotations
@@ -180,6 +181,33 @@ def run_optuna(work: Path) -> dict[str, Any]:
     return {"trials_s": t2 - t1, "total_s": t2 - t0, "ray_start_s": None, "trials": trials}
 
 
+class FirstTrial:
+    """A Tune callback that notes when the round's first trial function started: the arrival of
+    its first result less the trainable's time until then (Tune's ``time_total_s``). The wait
+    from the round's start to then is a worker process and the trial actor starting."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+
+    def callback(self) -> Any:
+        from ray.tune import Callback
+
+        class _First(Callback):
+            def __init__(self, probe: FirstTrial) -> None:
+                self.probe = probe
+
+            def __getstate__(self) -> dict[str, Any]:  # Tune saves its callbacks: not ours
+                return {}
+
+            def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                                **info: Any) -> None:
+                if self.probe.started is None:
+                    self.probe.started = (time.perf_counter()
+                                          - float(result.get("time_total_s", 0)))
+
+        return _First(self)
+
+
 def run_ray_tune(work: Path) -> dict[str, Any]:
     import ray
     from ray import tune
@@ -210,6 +238,7 @@ def run_ray_tune(work: Path) -> dict[str, Any]:
     t1 = time.perf_counter()
     ray.init()
     t2 = time.perf_counter()
+    first = FirstTrial()
     tuner = tune.Tuner(
         tune.with_parameters(train_digits, data=data),
         param_space=param_space,
@@ -220,7 +249,7 @@ def run_ray_tune(work: Path) -> dict[str, Any]:
         run_config=tune.RunConfig(
             name="textbook", storage_path=str(work / "ray_results"), verbose=0,
             callbacks=[MLflowLoggerCallback(tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
-                                            experiment_name=STUDY_NAME)],
+                                            experiment_name=STUDY_NAME), first.callback()],
         ),
     )
     grid = tuner.fit()
@@ -236,7 +265,7 @@ def run_ray_tune(work: Path) -> dict[str, Any]:
     ray.shutdown()
     t4 = time.perf_counter()
     return {"trials_s": t3 - t2, "total_s": t4 - t0, "ray_start_s": t2 - t1,
-            "trials": trials}
+            "first_trial_s": first.started - t2 if first.started else None, "trials": trials}
 
 
 def run_hpo(work: Path) -> dict[str, Any]:
@@ -255,11 +284,13 @@ def run_hpo(work: Path) -> dict[str, Any]:
     t2 = time.perf_counter()
     rounds: list[float] = []
     run_round = hpo.tune.run_round
+    first, round_start = FirstTrial(), []
 
-    def timed_round(*args: Any, **kwargs: Any) -> Any:
+    def timed_round(*args: Any, callbacks: Any = (), **kwargs: Any) -> Any:
         start = time.perf_counter()
+        round_start.append(start)
         try:
-            return run_round(*args, **kwargs)
+            return run_round(*args, callbacks=[*callbacks, first.callback()], **kwargs)
         finally:
             rounds.append(time.perf_counter() - start)
 
@@ -280,6 +311,7 @@ def run_hpo(work: Path) -> dict[str, Any]:
     trials = [{"config": r.sampled, "val_accuracy": r.metric("val_accuracy"),
                "epochs": len(r.history), "status": r.status} for r in state.round_records(1)]
     return {"trials_s": sum(rounds), "total_s": t3 - t0, "ray_start_s": t2 - t1,
+            "first_trial_s": first.started - round_start[0] if first.started else None,
             "trials": trials}
 
 
@@ -409,6 +441,8 @@ def summarize(runs: list[dict[str, Any]], runners: list[str], cores: int) -> dic
         rows[name] = {
             "trials_s": [r["trials_s"] for r in mine],
             "ray_start_s": [r["ray_start_s"] for r in mine if r.get("ray_start_s") is not None],
+            "first_trial_s": [r["first_trial_s"] for r in mine
+                              if r.get("first_trial_s") is not None],
             "rest_s": [r["total_s"] - r["trials_s"] - (r.get("ray_start_s") or 0.0)
                        for r in mine],
             "process_wall_s": [r["process_wall_s"] for r in mine],
@@ -427,7 +461,7 @@ def summarize(runs: list[dict[str, Any]], runners: list[str], cores: int) -> dic
 def render(summary: dict[str, Any], args: argparse.Namespace, runners: list[str]) -> str:
     rows, ideal, cores = summary["rows"], summary["ideal_s"], summary["cores"]
     header = ("runner", "trials wall, s", "trials/s", "× ideal", "Ray start-up, s",
-              "rest of run, s", "process wall, s", "peak RSS, MiB (processes)", "epochs",
+              "first trial starts, s", "rest of run, s", "process wall, s", "peak RSS, MiB (processes)", "epochs",
               "configs", "runs")
     body = []
     for name in runners:
@@ -448,6 +482,7 @@ def render(summary: dict[str, Any], args: argparse.Namespace, runners: list[str]
             _bench.num(n / med if med else math.nan, "{:.2f}"),
             _bench.num(med / ideal if ideal == ideal and ideal else math.nan, "{:.1f}x"),
             _bench.spread(r["ray_start_s"]) if r["ray_start_s"] else "—",
+            _bench.spread(r["first_trial_s"]) if r["first_trial_s"] else "—",
             _bench.spread(r["rest_s"]), _bench.spread(r["process_wall_s"], "{:.1f}"),
             _bench.spread(r["peak_rss_mib"], "{:.0f}") + f" ({procs})",
             "/".join(map(str, epochs)) or "—", same,
@@ -457,7 +492,7 @@ def render(summary: dict[str, Any], args: argparse.Namespace, runners: list[str]
         body.insert(0, (f"0. ideal: bare sequential time / {cores} cores",
                         _bench.num(ideal, "{:.2f}"),
                         _bench.num(args.trials / ideal, "{:.2f}"), "1.0x", "—", "—", "—",
-                        "—", "—", "—", "—"))
+                        "—", "—", "—", "—", "—"))
     caption = (
         f"**The same {args.trials} trial configurations, {args.epochs} epochs each, under each "
         f"runner; {args.repeats} repeat(s) per runner"
@@ -473,7 +508,10 @@ def render(summary: dict[str, Any], args: argparse.Namespace, runners: list[str]
         f"runner actually trained against the list. Every trial body is "
         f"`hpo.trainable.train_trial`. Each runner is its own subprocess; times are "
         f"median (min–max) over runs. *× ideal* = median trials wall / (bare median / "
-        f"{cores} cores). *rest of run* = the runner's in-process time outside Ray start-up "
+        f"{cores} cores). *first trial starts* = from the start of the trials phase "
+        f"until the first trial function starts (Ray: a worker process and the trial actor "
+        f"start; the trial's own import of torch comes after; part of the trials wall). "
+        f"*rest of run* = the runner's in-process time outside Ray start-up "
         f"and the trials (data loading; hpo: sanity checks, final retraining, plots, MLflow "
         f"artifacts; Ray: shutdown). *process wall* includes Python imports. Peak RSS is the "
         f"largest sum over the runner's process tree (driver, Ray daemons and workers; "
