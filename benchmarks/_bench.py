@@ -112,3 +112,29 @@ def command_line(argv: Sequence[str] | None) -> str:
         pass
     args = list(sys.argv[1:] if argv is None else argv)
     return " ".join(["python", str(script), *(shlex.quote(a) for a in args)])
+
+
+def tune_probe(*, on_result: Any = None, on_complete: Any = None) -> Any:
+    """A Ray Tune callback for measuring: ``on_result(trial, result)`` at each result,
+    ``on_complete(trial)`` at each finished trial. Tune saves its callbacks with the experiment;
+    a probe saves as nothing (what it measures into need not pickle)."""
+    from ray.tune import Callback
+
+    class _Probe(Callback):  # no closure over the hooks: cloudpickle would save them with it
+        def __init__(self, hooks: dict[str, Any]) -> None:
+            self.hooks = hooks
+
+        def __getstate__(self) -> dict[str, Any]:
+            return {"hooks": {}}
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                            **info: Any) -> None:
+            if self.hooks.get("result"):
+                self.hooks["result"](trial, result)
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any,
+                              **info: Any) -> None:
+            if self.hooks.get("complete"):
+                self.hooks["complete"](trial)
+
+    return _Probe({"result": on_result, "complete": on_complete})

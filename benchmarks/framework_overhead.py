@@ -190,22 +190,11 @@ class FirstTrial:
         self.started: float | None = None
 
     def callback(self) -> Any:
-        from ray.tune import Callback
+        return _bench.tune_probe(on_result=self._result)
 
-        class _First(Callback):
-            def __init__(self, probe: FirstTrial) -> None:
-                self.probe = probe
-
-            def __getstate__(self) -> dict[str, Any]:  # Tune saves its callbacks: not ours
-                return {}
-
-            def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
-                                **info: Any) -> None:
-                if self.probe.started is None:
-                    self.probe.started = (time.perf_counter()
-                                          - float(result.get("time_total_s", 0)))
-
-        return _First(self)
+    def _result(self, trial: Any, result: dict) -> None:
+        if self.started is None:
+            self.started = time.perf_counter() - float(result.get("time_total_s", 0))
 
 
 def run_ray_tune(work: Path) -> dict[str, Any]:

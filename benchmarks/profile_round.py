@@ -40,22 +40,12 @@ class Timeline:
         self.trials: dict[str, dict[str, float]] = {}
 
     def callback(self) -> Any:
-        from ray.tune import Callback
+        return _bench.tune_probe(on_result=self._result)
 
-        class _Timeline(Callback):
-            def __init__(self, timeline: Timeline) -> None:
-                self.timeline = timeline
-
-            def __getstate__(self) -> dict[str, Any]:  # Tune saves its callbacks: not ours
-                return {}
-
-            def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
-                                **info: Any) -> None:
-                now, compute = time.perf_counter(), float(result.get("time_total_s", 0.0))
-                entry = self.timeline.trials.setdefault(trial.trial_id, {"start": now - compute})
-                entry.update(end=now, compute_s=compute, pid=int(result.get("pid", 0)))
-
-        return _Timeline(self)
+    def _result(self, trial: Any, result: dict) -> None:
+        now, compute = time.perf_counter(), float(result.get("time_total_s", 0.0))
+        entry = self.trials.setdefault(trial.trial_id, {"start": now - compute})
+        entry.update(end=now, compute_s=compute, pid=int(result.get("pid", 0)))
 
 
 def profile(args: argparse.Namespace) -> dict[str, Any]:
@@ -121,7 +111,8 @@ def summarize(raw: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[
         gaps = [b["start"] - a["end"] for a, b in zip(mine, mine[1:])]
         rows.append((pid, len(mine), f"{mine[0]['start'] - r['start']:.2f}",
                      f"{mine[0]['compute_s']:.2f}",
-                     f"{1000 * _bench.median([t['compute_s'] for t in mine[1:]]):.0f}",
+                     f"{1000 * _bench.median([t['compute_s'] for t in mine[1:]]):.0f}"
+                     if len(mine) > 1 else "—",
                      f"{1000 * _bench.median(gaps):.0f}" if gaps else "—",
                      f"{sum(gaps):.2f}"))
     workers_table = _bench.markdown_table(

@@ -88,23 +88,13 @@ class Probe:
         self._thread.join()
 
     def callback(self) -> Any:
-        from ray.tune import Callback
+        return _bench.tune_probe(on_complete=self._complete)
 
-        class _Completions(Callback):
-            def __init__(self, probe: Probe) -> None:
-                self.probe = probe
-
-            def __getstate__(self) -> dict[str, Any]:  # Tune saves its callbacks: not ours
-                return {}
-
-            def on_trial_complete(self, iteration: int, trials: list, trial: Any,
-                                  **info: Any) -> None:
-                result, probe = trial.last_result or {}, self.probe
-                probe.completions.append({"t": probe.now(),
-                                          "compute_s": float(result.get("time_total_s", 0.0)),
-                                          "rss": probe.proc.memory_info().rss})
-
-        return _Completions(self)
+    def _complete(self, trial: Any) -> None:
+        result = trial.last_result or {}
+        self.completions.append({"t": self.now(),
+                                 "compute_s": float(result.get("time_total_s", 0.0)),
+                                 "rss": self.proc.memory_info().rss})
 
     def install(self) -> None:
         """Add the completion callback to every round, and time hpo's writer thread."""
