@@ -72,7 +72,7 @@ class StudyCallback(Callback):
         self._tty = sys.stderr.isatty()
         self._milestone = 0
         self._writer: threading.Thread | None = None
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.Queue | None = None
         self._error: BaseException | None = None
 
     def __getstate__(self) -> dict[str, Any]:

@@ -28,6 +28,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from tests.fixtures.runs import runs_by_kind
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -215,13 +217,8 @@ def test_compose_cluster_runs_a_study_and_mlflow_keeps_it(stack):
     assert study.returncode == 0, study.stdout[-6000:] + study.stderr[-6000:]
 
     # The MLflow server, from the host, through the published port.
-    client = MlflowClient(tracking_uri=f"http://127.0.0.1:{stack.mlflow_port}")
-    experiment = client.get_experiment_by_name("compose-digits")
-    assert experiment is not None
-    runs = client.search_runs([experiment.experiment_id], max_results=100)
-    kinds: dict[str, list] = {}
-    for r in runs:
-        kinds.setdefault(r.data.tags.get("hpo.kind"), []).append(r)
+    uri = f"http://127.0.0.1:{stack.mlflow_port}"
+    client, kinds = MlflowClient(tracking_uri=uri), runs_by_kind(uri, "compose-digits")
     assert len(kinds["study"]) == 1 and kinds["study"][0].info.status == "FINISHED"
     trials = kinds["trial"]
     assert len(trials) == 4

@@ -27,6 +27,7 @@ from hpo.report import fmt_range
 from hpo.spec import load_spec
 from hpo.tracking import _param_value
 from hpo.trainable import train_trial
+from tests.fixtures.runs import runs_by_kind
 
 pytestmark = pytest.mark.slow
 
@@ -64,11 +65,7 @@ def study(tmp_path_factory):
                          env=env, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(NAME)
-    assert exp is not None, f"no experiment {NAME!r} in {uri}"
-    kinds: dict[str, list] = {}
-    for r in client.search_runs([exp.experiment_id], max_results=1000):
-        kinds.setdefault(r.data.tags.get("hpo.kind"), []).append(r)
+    kinds = runs_by_kind(uri, NAME)
     unfinished = {t.info.run_name: (t.info.status, t.data.tags.get("hpo.status"),
                                     t.data.tags.get("hpo.error"))
                   for t in kinds.get("trial", []) if t.info.status != "FINISHED"

@@ -12,11 +12,13 @@ from hpo.spec import load_spec
 from hpo.tune import decode, make_sampler, optuna_space, round_seed
 
 from tests.fixtures.cli import run_hpo as hpo
+from tests.fixtures.runs import runs_by_kind
 
 pytestmark = pytest.mark.slow
 
+EXPERIMENT = "e2e-digits"
 STUDY = {
-    "name": "e2e-digits",
+    "name": EXPERIMENT,
     "seed": 3,
     "data": {"source": "digits", "preprocess": ["zero_center", "normalize"]},
     "model": {"hidden": [32], "activation": {"choice": ["relu", "tanh"]}, "init": "he",
@@ -38,20 +40,9 @@ def study(tmp_path_factory):
     return folder, uri, run
 
 
-def runs_by_kind(uri: str) -> dict[str, list]:
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("e2e-digits")
-    assert exp is not None
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    kinds: dict[str, list] = {}
-    for r in runs:
-        kinds.setdefault(r.data.tags.get("hpo.kind"), []).append(r)
-    return kinds
-
-
 def test_run_tree_study_rounds_trials(study):
     _, uri, _ = study
-    kinds = runs_by_kind(uri)
+    kinds = runs_by_kind(uri, EXPERIMENT)
     assert len(kinds["study"]) == 1 and len(kinds["round"]) == 2 and len(kinds["trial"]) == 8
     study_run = kinds["study"][0]
     assert study_run.info.status == "FINISHED"
@@ -71,7 +62,7 @@ def test_trials_log_every_resolved_param_and_metrics_per_epoch(study):
     _, uri, _ = study
     client = MlflowClient(tracking_uri=uri)
     spec_fields = set(load_spec_dict()["model"]) | set(load_spec_dict()["train"])
-    for t in runs_by_kind(uri)["trial"]:
+    for t in runs_by_kind(uri, EXPERIMENT)["trial"]:
         assert spec_fields <= set(t.data.params), spec_fields - set(t.data.params)
         assert t.data.params["hidden"] == "[32]" and t.data.params["epochs"] == "3"
         assert 1e-2 <= float(t.data.params["lr"]) <= 0.5
@@ -100,7 +91,8 @@ def test_round_one_configs_are_the_seeded_samplers(study):
     searcher = OptunaSearch(space=optuna_space(ranges), metric="val_accuracy", mode="max",
                             sampler=make_sampler("random", round_seed(spec.seed, 1), 4))
     expected = [decode(ranges, searcher.suggest(f"t{i}")) for i in range(4)]
-    trials = [t for t in runs_by_kind(uri)["trial"] if t.data.tags["hpo.round"] == "1"]
+    trials = [t for t in runs_by_kind(uri, EXPERIMENT)["trial"]
+              if t.data.tags["hpo.round"] == "1"]
     trials.sort(key=lambda t: t.data.tags["hpo.trial"])
     got = [(t.data.params["activation"], t.data.params["batchnorm"], float(t.data.params["lr"]))
            for t in trials]
@@ -115,7 +107,7 @@ def load_spec_path(folder: Path):
 
 def test_best_yaml_is_logged_and_reproduces_the_best_trial(study):
     folder, uri, run = study
-    kinds = runs_by_kind(uri)
+    kinds = runs_by_kind(uri, EXPERIMENT)
     study_run = kinds["study"][0]
     artifacts = [a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(
         study_run.info.run_id)]

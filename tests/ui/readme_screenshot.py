@@ -21,6 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parents[1]))  # the repository: test_mlflow_ui imports tests.fixtures
 
 from conftest import CHROMIUM, CHROMIUM_ARGS, REPO, MlflowServer
 from test_mlflow_ui import choose_columns, close_assistant, expand, run_link, runs_page

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from mlflow.tracking import MlflowClient
+from tests.fixtures.runs import runs_by_kind
 
 pytestmark = pytest.mark.slow
 
@@ -40,15 +40,10 @@ def logged_study(mlflow_server, hpo_search, tmp_path_factory):
     finished ``hpo search`` process)."""
     run = hpo_search(STUDY, tmp_path_factory.mktemp("ui-study"), mlflow_server.url)
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\nserver:\n{mlflow_server.tail()}"
-    client = MlflowClient(tracking_uri=mlflow_server.url)
-    exp = client.get_experiment_by_name(NAME)
-    assert exp is not None
-    kinds: dict[str, list] = {}
-    for r in client.search_runs([exp.experiment_id], max_results=1000):
-        kinds.setdefault(r.data.tags.get("hpo.kind"), []).append(r)
+    kinds = runs_by_kind(mlflow_server.url, NAME)
     assert {k: len(v) for k, v in kinds.items()} == {"study": 1, "round": ROUNDS,
                                                       "trial": ROUNDS * TRIALS}
-    return mlflow_server, exp.experiment_id, kinds, run
+    return mlflow_server, kinds["study"][0].info.experiment_id, kinds, run
 
 
 # -- page helpers (also used to take the README's screenshot) ---------------------------------
