@@ -74,7 +74,7 @@ def run_study(
     import ray
 
     from hpo.data import load_dataset
-    from hpo.tune import start_ray
+    from hpo.tune import await_warm_workers, start_ray
 
     data = load_dataset(spec.data, seed=spec.seed)  # DataError (exit 2) before any logging
     folder = study_dir_for(spec, study_root)
@@ -103,11 +103,13 @@ def run_study(
         _drop_unjournaled_runs(tracker, past)
     started_ray, status = False, "FAILED"
     try:
+        # Ray first: the trial workers it starts import torch while the sanity checks run.
+        started_ray = start_ray(address)
         sanity = None
         if spec.sanity.enabled and not force and not (past and past.sanity_done):
             sanity = sanity_gate(spec, data, tracker, study_run, quiet=quiet)
             journal.append("sanity")
-        started_ray = start_ray(address)
+        await_warm_workers(spec)
         records, summaries, stopped_early = _rounds(
             spec, tracker, journal, past, study_run, ray.put(data), data.num_classes, folder,
             quiet)

@@ -5,10 +5,11 @@ The driver owns everything stateful (MLflow, the progress line); trials only tra
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from hpo.errors import InputError, RunError
 from hpo.space import Categorical, Distribution, Float, Int
 from hpo.spec import Spec
 
-__all__ = ["EpochReports", "decode", "optuna_space", "round_seed", "run_round", "start_ray"]
+__all__ = ["EpochReports", "await_warm_workers", "decode", "optuna_space", "round_seed",
+           "run_round", "start_ray"]
 
 # Ray Tune's per-trial CSV/JSON/TensorBoard loggers: the driver's MLflow callback replaces them.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -37,6 +39,27 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+#: What a Ray that hpo starts on this machine does as it starts: one worker process per CPU,
+#: each importing torch and hpo's trainer before any trial asks for one, and ``torch._dynamo``,
+#: which torch imports when the first optimizer is made (1.7 s here). A round's trial actors land
+#: in those processes (see ``_tune_for_short_trials``), so its first trials do not pay for a
+#: process and those imports while the driver waits.
+WARM_WORKERS = {"preload_python_modules": ["torch", "torch._dynamo", "ray.tune", "hpo.tune",
+                                           "hpo.trainable", "hpo._warm_worker"],
+                # Ray kills a worker idle for more than a second (its default) when the first
+                # actor asks for one, and starts a cold one instead.
+                "idle_worker_killing_time_threshold_ms": 300_000}
+
+#: The Ray session this process started with WARM_WORKERS, if any.
+_warm_session: str | None = None
+
+
+def _session() -> str:
+    import ray
+
+    return ray._private.worker.global_worker.node.session_name
+
+
 def start_ray(address: str | None) -> bool:
     """Connect to ``address`` (or RAY_ADDRESS), else start Ray in-process; True if we started it."""
     import ray
@@ -52,10 +75,37 @@ def start_ray(address: str | None) -> bool:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(include_dashboard=False, **kwargs)
+            ray.init(include_dashboard=False, _system_config=WARM_WORKERS, **kwargs)
+            global _warm_session
+            _warm_session = _session()
     except ConnectionError as exc:
         raise RunError(_connect_error(address, exc)) from None
     return not address
+
+
+def await_warm_workers(spec: Spec, *, timeout: float = 60.0) -> float:
+    """Wait until the warm workers the study's first round uses are ready (or ``timeout``
+    passes); the seconds waited.
+
+    The first round must not start while some are still importing torch: Tune would hand the
+    trials of the slow ones to the first actor to finish a short trial, and drop the slow
+    ones, so the round would run on fewer workers. Only for a Ray this process started.
+    """
+    import time
+
+    import ray
+    from ray.experimental import internal_kv
+
+    from hpo._warm_worker import NAMESPACE, PREFIX
+
+    if _warm_session is None or not ray.is_initialized() or _session() != _warm_session:
+        return 0.0
+    count = min(concurrent_trials(spec), int(ray.cluster_resources().get("CPU", 1)))
+    start = time.monotonic()
+    while (len(internal_kv._internal_kv_list(PREFIX, namespace=NAMESPACE)) < count
+           and time.monotonic() - start < timeout):
+        time.sleep(0.05)
+    return time.monotonic() - start
 
 
 def _connect_error(address: str | None, exc: Exception) -> str:
@@ -325,4 +375,45 @@ def run_round(
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
-    tuner.fit()  # results reach the driver through the callbacks, as they happen
+    with _tune_for_short_trials(concurrent_trials(spec)):
+        tuner.fit()  # results reach the driver through the callbacks, as they happen
+
+
+def concurrent_trials(spec: Spec) -> int:
+    """How many of the study's trials the Ray cluster runs at once, as it is now."""
+    import ray
+
+    s = spec.search
+    total = ray.cluster_resources()
+    fits = [total.get(kind.upper(), 0.0) / need
+            for kind, need in s.resources_per_trial.items() if need > 0]
+    slots = max(1, int(min(fits))) if fits else 1
+    return min(slots, s.max_concurrent_trials or slots)
+
+
+@contextlib.contextmanager
+def _tune_for_short_trials(concurrent: int) -> Iterator[None]:
+    """Two of Tune's defaults, set aside while a round runs (and restored after).
+
+    * Tune asks for one trial actor at a time when a searcher sets no concurrency limit. While
+      the second actor starts, the first finishes a short trial, takes the second's trial, and
+      Tune drops the starting actor: a round of short trials never runs two at once. Tune may
+      ask for as many actors at once as trials fit (``TUNE_MAX_PENDING_TRIALS_PG``).
+    * Tune gives its trial actors an environment variable for PyTorch Lightning, which hpo does
+      not use. Ray only hands an actor a worker process started for the same environment, so
+      with it no trial could use the warm workers of ``WARM_WORKERS``.
+    """
+    from ray.tune.execution import class_cache
+
+    key = "TUNE_MAX_PENDING_TRIALS_PG"
+    pending, env = os.environ.get(key), dict(class_cache.DEFAULT_ENV_VARS)
+    if pending is None:
+        os.environ[key] = str(concurrent)
+    class_cache.DEFAULT_ENV_VARS.pop("PL_DISABLE_FORK", None)
+    try:
+        yield
+    finally:
+        class_cache.DEFAULT_ENV_VARS.clear()
+        class_cache.DEFAULT_ENV_VARS.update(env)
+        if pending is None:
+            os.environ.pop(key, None)

@@ -1,0 +1,99 @@
+"""Warm trial workers: a Ray that hpo starts brings up one worker process per CPU that has
+imported torch and hpo's trainer before the first round, and the round's trials run in them,
+on every CPU, even when each trial is much shorter than starting a worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hpo.tune import _tune_for_short_trials
+
+# A first round of short trials in a Ray this script starts, as `hpo search` runs it. Prints,
+# as JSON: the seconds await_warm_workers waited; per trial its worker's pid; per pid when the
+# process started relative to the round; the pids that had imported hpo._warm_worker.
+ROUND = textwrap.dedent("""
+    import json, sys, time
+    from pathlib import Path
+
+    import ray
+    import psutil  # Ray's own copy (ray/thirdparty_files), on the path once ray is imported
+    from ray import tune
+    from ray.experimental import internal_kv
+
+    from hpo._warm_worker import NAMESPACE, PREFIX
+    from hpo.data import load_dataset
+    from hpo.spec import parse_spec
+    from hpo.tune import await_warm_workers, run_round, start_ray
+
+    class Pids(tune.Callback):
+        def __init__(self):
+            self.by_trial = {}
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.by_trial[trial.trial_id] = result["pid"]
+
+    spec = parse_spec({
+        "name": "warm", "seed": 0, "data": {"source": "digits"},
+        "model": {"arch": "mlp", "hidden": [16], "activation": "relu"},
+        "train": {"epochs": 1, "batch_size": 256, "lr": {"loguniform": [0.001, 0.1]}},
+        "search": {"rounds": 1, "trials_per_round": 16, "sampler": "random",
+                   "resources_per_trial": {"cpu": 1, "gpu": 0}},
+        "sanity": {"enabled": False},
+    })
+    start_ray(None)
+    data = load_dataset(spec.data, seed=0)
+    waited = await_warm_workers(spec)
+    pids, start = Pids(), time.time()
+    run_round(spec, spec.distributions(), round_index=1, num_trials=16, data_ref=ray.put(data),
+              storage=Path(sys.argv[1]), callbacks=[pids])
+    started = {pid: psutil.Process(pid).create_time() - start
+               for pid in set(pids.by_trial.values()) if psutil.pid_exists(pid)}
+    warm = [int(k.decode().removeprefix(PREFIX))
+            for k in internal_kv._internal_kv_list(PREFIX, namespace=NAMESPACE)]
+    print(json.dumps({"waited": waited, "trial_pids": list(pids.by_trial.values()),
+                      "started": started, "warm": warm, "cpus": ray.cluster_resources()["CPU"]}))
+""")
+
+
+@pytest.mark.slow
+def test_first_round_runs_in_warm_workers_on_every_cpu(tmp_path: Path):
+    script = tmp_path / "round.py"
+    script.write_text(ROUND)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "ray")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    pids = out["trial_pids"]
+    assert len(pids) == 16  # every trial reported
+    # Every CPU ran trials: Tune did not hand them all to the first actor that was free.
+    assert len(set(pids)) == int(out["cpus"]) == 2
+    # Each worker was there before the round began, and had imported hpo's trainer (its last
+    # preloaded module says so), so no trial waited for a process or for torch's import.
+    assert all(float(t) < 0 for t in out["started"].values()), out
+    assert set(pids) <= set(out["warm"])
+    assert out["waited"] < 60  # they were ready well before the wait gives up
+
+
+def test_tune_settings_are_restored_after_a_round(monkeypatch: pytest.MonkeyPatch):
+    from ray.tune.execution import class_cache
+
+    monkeypatch.delenv("TUNE_MAX_PENDING_TRIALS_PG", raising=False)
+    before = dict(class_cache.DEFAULT_ENV_VARS)
+    with _tune_for_short_trials(3):
+        assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "3"
+        assert "PL_DISABLE_FORK" not in class_cache.DEFAULT_ENV_VARS
+    assert "TUNE_MAX_PENDING_TRIALS_PG" not in os.environ
+    assert class_cache.DEFAULT_ENV_VARS == before
+    # A value the user set is theirs to keep.
+    monkeypatch.setenv("TUNE_MAX_PENDING_TRIALS_PG", "7")
+    with _tune_for_short_trials(3):
+        assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "7"
+    assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "7"
