@@ -30,7 +30,9 @@ another:
 
 The trainable body is ``train_trial`` everywhere (the same arithmetic, divergence check,
 update/weight ratios and activation statistics), with the study seed. For ``ray-tune`` and
-``hpo``, Ray's start-up (``ray.init()``) is timed on its own and left out of the trials phase.
+``hpo``, Ray's start-up (``ray.init()``) is timed on its own and left out of the trials phase;
+so is hpo's wait, before its first round, for the worker processes that its Ray starts with it
+to finish importing torch (column *warm workers wait*).
 
 Columns: wall time of the trials phase (median and min–max over repeats), trials per second,
 ratio to the ideal (bare sequential time / cores), Ray start-up, how long into the trials
@@ -283,13 +285,22 @@ def run_hpo(work: Path) -> dict[str, Any]:
         finally:
             rounds.append(time.perf_counter() - start)
 
-    hpo.tune.run_round = timed_round  # hpo.study imports it from hpo.tune at call time
+    waits: list[float] = []
+    await_warm = hpo.tune.await_warm_workers
+
+    def timed_wait(*args: Any, **kwargs: Any) -> float:
+        waited = await_warm(*args, **kwargs)
+        waits.append(waited)
+        return waited
+
+    # hpo.study imports both from hpo.tune at call time
+    hpo.tune.run_round, hpo.tune.await_warm_workers = timed_round, timed_wait
     try:
         code = hpo_main(["search", str(study), "--quiet", "--tracking-uri",
                          f"sqlite:///{work / 'mlflow.db'}", "--study-root",
                          str(work / "hpo_runs")])
     finally:
-        hpo.tune.run_round = run_round
+        hpo.tune.run_round, hpo.tune.await_warm_workers = run_round, await_warm
         import ray
 
         ray.shutdown()
@@ -300,6 +311,7 @@ def run_hpo(work: Path) -> dict[str, Any]:
     trials = [{"config": r.sampled, "val_accuracy": r.metric("val_accuracy"),
                "epochs": len(r.history), "status": r.status} for r in state.round_records(1)]
     return {"trials_s": sum(rounds), "total_s": t3 - t0, "ray_start_s": t2 - t1,
+            "warm_wait_s": sum(waits),
             "first_trial_s": first.started - round_start[0] if first.started else None,
             "trials": trials}
 
@@ -432,8 +444,9 @@ def summarize(runs: list[dict[str, Any]], runners: list[str], cores: int) -> dic
             "ray_start_s": [r["ray_start_s"] for r in mine if r.get("ray_start_s") is not None],
             "first_trial_s": [r["first_trial_s"] for r in mine
                               if r.get("first_trial_s") is not None],
+            "warm_wait_s": [r["warm_wait_s"] for r in mine if "warm_wait_s" in r],
             "rest_s": [r["total_s"] - r["trials_s"] - (r.get("ray_start_s") or 0.0)
-                       for r in mine],
+                       - r.get("warm_wait_s", 0.0) for r in mine],
             "process_wall_s": [r["process_wall_s"] for r in mine],
             "peak_rss_mib": [r["peak_rss_bytes"] / 2**20 for r in mine],
             "peak_processes": [r["peak_processes"] for r in mine],
@@ -450,7 +463,7 @@ def summarize(runs: list[dict[str, Any]], runners: list[str], cores: int) -> dic
 def render(summary: dict[str, Any], args: argparse.Namespace, runners: list[str]) -> str:
     rows, ideal, cores = summary["rows"], summary["ideal_s"], summary["cores"]
     header = ("runner", "trials wall, s", "trials/s", "× ideal", "Ray start-up, s",
-              "first trial starts, s", "rest of run, s", "process wall, s", "peak RSS, MiB (processes)", "epochs",
+              "warm workers wait, s", "first trial starts, s", "rest of run, s", "process wall, s", "peak RSS, MiB (processes)", "epochs",
               "configs", "runs")
     body = []
     for name in runners:
@@ -471,6 +484,7 @@ def render(summary: dict[str, Any], args: argparse.Namespace, runners: list[str]
             _bench.num(n / med if med else math.nan, "{:.2f}"),
             _bench.num(med / ideal if ideal == ideal and ideal else math.nan, "{:.1f}x"),
             _bench.spread(r["ray_start_s"]) if r["ray_start_s"] else "—",
+            _bench.spread(r["warm_wait_s"]) if r["warm_wait_s"] else "—",
             _bench.spread(r["first_trial_s"]) if r["first_trial_s"] else "—",
             _bench.spread(r["rest_s"]), _bench.spread(r["process_wall_s"], "{:.1f}"),
             _bench.spread(r["peak_rss_mib"], "{:.0f}") + f" ({procs})",
@@ -481,7 +495,7 @@ def render(summary: dict[str, Any], args: argparse.Namespace, runners: list[str]
         body.insert(0, (f"0. ideal: bare sequential time / {cores} cores",
                         _bench.num(ideal, "{:.2f}"),
                         _bench.num(args.trials / ideal, "{:.2f}"), "1.0x", "—", "—", "—",
-                        "—", "—", "—", "—", "—"))
+                        "—", "—", "—", "—", "—", "—"))
     caption = (
         f"**The same {args.trials} trial configurations, {args.epochs} epochs each, under each "
         f"runner; {args.repeats} repeat(s) per runner"
@@ -497,11 +511,14 @@ def render(summary: dict[str, Any], args: argparse.Namespace, runners: list[str]
         f"runner actually trained against the list. Every trial body is "
         f"`hpo.trainable.train_trial`. Each runner is its own subprocess; times are "
         f"median (min–max) over runs. *× ideal* = median trials wall / (bare median / "
-        f"{cores} cores). *first trial starts* = from the start of the trials phase "
-        f"until the first trial function starts (Ray: a worker process and the trial actor "
-        f"start; the trial's own import of torch comes after; part of the trials wall). "
-        f"*rest of run* = the runner's in-process time outside Ray start-up "
-        f"and the trials (data loading; hpo: sanity checks, final retraining, plots, MLflow "
+        f"{cores} cores). *warm workers wait* = hpo only, once per study: after its sanity "
+        f"checks, how long it waited for the rest of the worker processes that Ray started "
+        f"with it to import torch and hpo's trainer (they start with Ray and import while data "
+        f"loads and the checks run); not part of the trials wall. *first trial starts* = from "
+        f"the start of the trials phase until the first trial function starts (Ray: a trial "
+        f"actor starts, for Ray Tune in a new worker process whose trial then imports torch; "
+        f"part of the trials wall). *rest of run* = the runner's in-process time outside Ray "
+        f"start-up, the warm workers wait and the trials (data loading; hpo: sanity checks, final retraining, plots, MLflow "
         f"artifacts; Ray: shutdown). *process wall* includes Python imports. Peak RSS is the "
         f"largest sum over the runner's process tree (driver, Ray daemons and workers; "
         f"shared pages count per process), sampled every 0.2 s; in brackets the processes "

@@ -5,11 +5,13 @@
 Runs the study of ``framework_overhead.py`` (digits MLP, 64 trials × 10 epochs, MLflow on
 sqlite, sanity checks on) once through ``hpo search`` in-process and reports, for its round:
 
-* the timeline: from the round's start to the first trial function starting (a new worker
-  process and trial actor per concurrent trial), the span in which trials run, and what
-  follows the last one;
-* per trial worker (Tune's ``pid`` in each result): trials, its first trial (which imports
-  torch and hpo's trainer) and the median of the others (Tune's ``time_total_s``), and the gaps
+* the timeline: from the round's start to the first trial function starting (a trial actor
+  per concurrent trial, in a worker process that Ray started with hpo and that has imported
+  torch and hpo's trainer, or in a new one for later rounds), the span in which trials run,
+  and what follows the last one;
+* per trial worker (Tune's ``pid`` in each result): trials, its first trial and the median of
+  the others (Tune's ``time_total_s``), when the worker process started relative to the round
+  (negative: before it, a warm worker), and the gaps
   between one trial's end and the next one's start on the same worker (Tune handing a reused
   actor its next trial);
 * the driver: CPU seconds of the whole process during the round, the time hpo's writer thread
@@ -38,6 +40,7 @@ class Timeline:
 
     def __init__(self) -> None:
         self.trials: dict[str, dict[str, float]] = {}
+        self.process_start: dict[int, float] = {}  # pid: when the worker process started
 
     def callback(self) -> Any:
         return _bench.tune_probe(on_result=self._result)
@@ -45,7 +48,11 @@ class Timeline:
     def _result(self, trial: Any, result: dict) -> None:
         now, compute = time.perf_counter(), float(result.get("time_total_s", 0.0))
         entry = self.trials.setdefault(trial.trial_id, {"start": now - compute})
-        entry.update(end=now, compute_s=compute, pid=int(result.get("pid", 0)))
+        pid = int(result.get("pid", 0))
+        entry.update(end=now, compute_s=compute, pid=pid)
+        if pid not in self.process_start:
+            psutil = framework_overhead._psutil()
+            self.process_start[pid] = psutil.Process(pid).create_time() - time.time() + now
 
 
 def profile(args: argparse.Namespace) -> dict[str, Any]:
@@ -85,18 +92,27 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             writes.append(time.perf_counter() - begin)
 
+    await_warm, waits = hpo.tune.await_warm_workers, []
+
+    def timed_wait(*a: Any, **kw: Any) -> float:
+        waits.append(await_warm(*a, **kw))
+        return waits[-1]
+
     hpo.tune.run_round, hpo.callback.StudyCallback._run = profiled_round, timed_write
+    hpo.tune.await_warm_workers = timed_wait
     try:
         code = hpo_main(["search", str(work / "study.yaml"), "--quiet", "--tracking-uri",
                          f"sqlite:///{work / 'mlflow.db'}", "--study-root", str(work / "runs")])
     finally:
         hpo.tune.run_round, hpo.callback.StudyCallback._run = run_round, write
+        hpo.tune.await_warm_workers = await_warm
         import ray
 
         ray.shutdown()
     if code != 0:
         raise SystemExit(f"hpo search exited with {code}")
-    return {"round": round_info, "trials": timeline.trials, "writes_s": writes}
+    return {"round": round_info, "trials": timeline.trials, "writes_s": writes,
+            "process_start": timeline.process_start, "warm_wait_s": sum(waits)}
 
 
 def summarize(raw: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
@@ -109,14 +125,15 @@ def summarize(raw: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[
     rows = []
     for pid, mine in workers.items():
         gaps = [b["start"] - a["end"] for a, b in zip(mine, mine[1:])]
-        rows.append((pid, len(mine), f"{mine[0]['start'] - r['start']:.2f}",
+        rows.append((pid, len(mine), f"{raw['process_start'][pid] - r['start']:.2f}",
+                     f"{mine[0]['start'] - r['start']:.2f}",
                      f"{mine[0]['compute_s']:.2f}",
                      f"{1000 * _bench.median([t['compute_s'] for t in mine[1:]]):.0f}"
                      if len(mine) > 1 else "—",
                      f"{1000 * _bench.median(gaps):.0f}" if gaps else "—",
                      f"{sum(gaps):.2f}"))
     workers_table = _bench.markdown_table(
-        ("worker pid", "trials", "first trial starts at, s", "first trial, s",
+        ("worker pid", "trials", "process started at, s", "first trial starts at, s", "first trial, s",
          "later trials, median ms", "gap between trials, median ms", "gaps, s"), rows)
     text = r["profiler"].output_text(unicode=True, color=False, show_all=True)
     lines = [line for line in text.splitlines() if _share(line) >= args.min_share * wall]
@@ -128,10 +145,12 @@ def summarize(raw: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[
     markdown = (
         f"# One round, profiled: {args.trials} trials × {args.epochs} epochs"
         f"{f', pack {args.pack}' if args.pack > 1 else ''}\n\n"
-        f"- Round wall {wall:.2f} s: the first trial function started {first:.2f} s in (a "
-        f"worker process and the trial actor started; each worker's first trial then imports "
-        f"torch and builds hpo's trainer, so it takes longer than the rest), trials ran for "
-        f"{last - first:.2f} s, and the round ended {wall - last:.2f} s after the last one.\n"
+        f"- Round wall {wall:.2f} s: the first trial function started {first:.2f} s in (the "
+        f"trial actors started, in worker processes that Ray started with hpo, see *process "
+        f"started*), trials ran for {last - first:.2f} s, and the round ended "
+        f"{wall - last:.2f} s after the last one.\n"
+        f"- Before the round hpo waited {raw['warm_wait_s']:.2f} s for those processes to "
+        f"finish importing torch and hpo's trainer.\n"
         f"- The driver used {r['driver_cpu_s']:.2f} s of CPU during the round (all its threads);"
         f" hpo's writer thread spent {sum(raw['writes_s']):.2f} s on MLflow and the journal "
         f"({1000 * sum(raw['writes_s']) / max(len(trials), 1):.0f} ms a trial), off Tune's "
