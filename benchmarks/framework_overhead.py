@@ -482,7 +482,7 @@ def render(summary: dict[str, Any], args: argparse.Namespace, runners: list[str]
         body.append((
             LABELS[name], _bench.spread(r["trials_s"]),
             _bench.num(n / med if med else math.nan, "{:.2f}"),
-            _bench.num(med / ideal if ideal == ideal and ideal else math.nan, "{:.1f}x"),
+            _bench.num(med / ideal if ideal == ideal and ideal else math.nan, "{:.2f}x"),
             _bench.spread(r["ray_start_s"]) if r["ray_start_s"] else "—",
             _bench.spread(r["warm_wait_s"]) if r["warm_wait_s"] else "—",
             _bench.spread(r["first_trial_s"]) if r["first_trial_s"] else "—",
@@ -494,7 +494,7 @@ def render(summary: dict[str, Any], args: argparse.Namespace, runners: list[str]
     if ideal == ideal:
         body.insert(0, (f"0. ideal: bare sequential time / {cores} cores",
                         _bench.num(ideal, "{:.2f}"),
-                        _bench.num(args.trials / ideal, "{:.2f}"), "1.0x", "—", "—", "—",
+                        _bench.num(args.trials / ideal, "{:.2f}"), "1.00x", "—", "—", "—",
                         "—", "—", "—", "—", "—", "—"))
     caption = (
         f"**The same {args.trials} trial configurations, {args.epochs} epochs each, under each "
