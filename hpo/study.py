@@ -74,7 +74,7 @@ def run_study(
     import ray
 
     from hpo.data import load_dataset
-    from hpo.tune import await_warm_workers, start_ray
+    from hpo.tune import start_ray
 
     data = load_dataset(spec.data, seed=spec.seed)  # DataError (exit 2) before any logging
     folder = study_dir_for(spec, study_root)
@@ -109,7 +109,6 @@ def run_study(
         if spec.sanity.enabled and not force and not (past and past.sanity_done):
             sanity = sanity_gate(spec, data, tracker, study_run, quiet=quiet)
             journal.append("sanity")
-        await_warm_workers(spec)
         records, summaries, stopped_early = _rounds(
             spec, tracker, journal, past, study_run, ray.put(data), data.num_classes, folder,
             quiet)
@@ -196,7 +195,7 @@ def _rounds(spec: Spec, tracker: Tracker, journal: Journal, past: JournalState |
             quiet: bool) -> tuple[list[Any], list[RoundSummary], bool]:
     """The round loop: each round runs (or is read back from the journal), then refines."""
     from hpo.callback import StudyCallback
-    from hpo.tune import run_round
+    from hpo.tune import await_warm_workers, prestart_warm_workers, run_round
 
     ranges = spec.distributions()
     rounds_total = spec.search.rounds if ranges else 1
@@ -231,10 +230,13 @@ def _rounds(spec: Spec, tracker: Tracker, journal: Journal, past: JournalState |
                                      round_run=round_run, tracker=tracker, journal=journal,
                                      total=trials_per_round, quiet=quiet,
                                      num_classes=num_classes, continued=before is not None)
+            await_warm_workers(spec)
             try:
                 run_round(spec, ranges, round_index=k, data_ref=data_ref,
                           storage=folder / "ray", callbacks=[callback], **plan)
             finally:  # every trial's MLflow run and journal line written before going on
+                if k < rounds_total:
+                    prestart_warm_workers(spec)
                 callback.drain()
         round_records = journal.replay().round_records(k)
         records += round_records

@@ -20,8 +20,8 @@ from hpo.errors import InputError, RunError
 from hpo.space import Categorical, Distribution, Float, Int
 from hpo.spec import Spec
 
-__all__ = ["EpochReports", "await_warm_workers", "decode", "optuna_space", "round_seed",
-           "run_round", "start_ray"]
+__all__ = ["EpochReports", "await_warm_workers", "decode", "optuna_space",
+           "prestart_warm_workers", "round_seed", "run_round", "start_ray"]
 
 # Ray Tune's per-trial CSV/JSON/TensorBoard loggers: the driver's MLflow callback replaces them.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -52,6 +52,10 @@ WARM_WORKERS = {"preload_python_modules": ["torch", "torch._dynamo", "ray.tune",
 
 #: The Ray session this process started with WARM_WORKERS, if any.
 _warm_session: str | None = None
+#: Warm workers asked of Ray so far (one per CPU as it starts, then prestart_warm_workers'), and
+#: those a round has already been given (their processes end with the round's actors).
+_warm_started = 0
+_used_workers: set[bytes] = set()
 
 
 def _session() -> str:
@@ -76,36 +80,86 @@ def start_ray(address: str | None) -> bool:
             ray.init(address=address, **kwargs)
         else:
             ray.init(include_dashboard=False, _system_config=WARM_WORKERS, **kwargs)
-            global _warm_session
+            global _warm_session, _warm_started
             _warm_session = _session()
+            _warm_started = int(ray.cluster_resources().get("CPU", 0))
+            _used_workers.clear()
     except ConnectionError as exc:
         raise RunError(_connect_error(address, exc)) from None
     return not address
 
 
-def await_warm_workers(spec: Spec, *, timeout: float = 60.0) -> float:
-    """Wait until the warm workers the study's first round uses are ready (or ``timeout``
-    passes); the seconds waited.
-
-    The first round must not start while some are still importing torch: Tune would hand the
-    trials of the slow ones to the first actor to finish a short trial, and drop the slow
-    ones, so the round would run on fewer workers. Only for a Ray this process started.
-    """
-    import time
-
+def _warm() -> bool:
+    """Whether Ray runs, and is the one this process started with WARM_WORKERS."""
     import ray
+
+    return _warm_session is not None and ray.is_initialized() and _session() == _warm_session
+
+
+def _warm_count(spec: Spec) -> int:
+    import ray
+
+    return min(concurrent_trials(spec), int(ray.cluster_resources().get("CPU", 1)))
+
+
+def _ready_workers() -> set[bytes]:
     from ray.experimental import internal_kv
 
     from hpo._warm_worker import NAMESPACE, PREFIX
 
-    if _warm_session is None or not ray.is_initialized() or _session() != _warm_session:
+    return set(internal_kv._internal_kv_list(PREFIX, namespace=NAMESPACE))
+
+
+def await_warm_workers(spec: Spec, *, timeout: float = 60.0) -> float:
+    """Wait until as many warm workers as the next round runs trials at once are ready (or
+    ``timeout`` passes); the seconds waited. Only for a Ray this process started.
+
+    A round must not start while some are still importing torch: Tune would hand the trials
+    of the slow ones to the first actor to finish a short trial, and drop the slow ones, so the
+    round would run on fewer workers.
+    """
+    import time
+
+    if not _warm():
         return 0.0
-    count = min(concurrent_trials(spec), int(ray.cluster_resources().get("CPU", 1)))
-    start = time.monotonic()
-    while (len(internal_kv._internal_kv_list(PREFIX, namespace=NAMESPACE)) < count
-           and time.monotonic() - start < timeout):
+    count, start = min(_warm_count(spec), _warm_started - len(_used_workers)), time.monotonic()
+    while len(_ready_workers() - _used_workers) < count and time.monotonic() - start < timeout:
         time.sleep(0.05)
+    _used_workers.update(_ready_workers())
     return time.monotonic() - start
+
+
+def prestart_warm_workers(spec: Spec) -> bool:
+    """Have Ray start the next round's warm workers now, so that they import torch while this
+    round's results are written and its ranges refined (this round's workers end with its
+    actors). Only for a Ray this process started; True if Ray took the request.
+
+    Ray starts warm workers by itself only once, as it starts; its raylet's PrestartWorkers
+    call (which Ray's core worker uses) starts more for this job and keeps them for up to ten
+    minutes until an actor takes them.
+    """
+    global _warm_started
+    if not _warm():
+        return False
+    count = _warm_count(spec)
+    try:
+        import ray
+        from ray._private.grpc_utils import init_grpc_channel
+        from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc
+
+        node = ray._private.worker.global_worker.node
+        channel = init_grpc_channel(f"{node.node_ip_address}:{node.node_manager_port}")
+        node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(
+            node_manager_pb2.PrestartWorkersRequest(
+                language=common_pb2.PYTHON,
+                job_id=bytes.fromhex(ray.get_runtime_context().get_job_id()),
+                keep_alive_duration_secs=600, num_workers=count),
+            timeout=10)
+        channel.close()
+    except Exception:  # noqa: BLE001 - without them the next round starts its own, colder
+        return False
+    _warm_started += count
+    return True
 
 
 def _connect_error(address: str | None, exc: Exception) -> str:

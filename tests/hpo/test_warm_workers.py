@@ -1,6 +1,7 @@
 """Warm trial workers: a Ray that hpo starts brings up one worker process per CPU that has
-imported torch and hpo's trainer before the first round, and the round's trials run in them,
-on every CPU, even when each trial is much shorter than starting a worker."""
+imported torch and hpo's trainer before the first round (and, when a round ends, the next
+round's), and each round's trials run in them, on every CPU, even when each trial is much
+shorter than starting a worker."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import pytest
 
 from hpo.tune import _tune_for_short_trials
 
-# A first round of short trials in a Ray this script starts, as `hpo search` runs it. Prints,
-# as JSON: the seconds await_warm_workers waited; per trial its worker's pid; per pid when the
-# process started relative to the round; the pids that had imported hpo._warm_worker.
+# Two rounds of short trials in a Ray this script starts, as `hpo search` runs them. Prints,
+# as JSON, per round: the seconds await_warm_workers waited; per trial its worker's pid; per
+# pid when the process started relative to the round; and the pids that had imported
+# hpo._warm_worker.
 ROUND = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
@@ -30,7 +32,7 @@ ROUND = textwrap.dedent("""
     from hpo._warm_worker import NAMESPACE, PREFIX
     from hpo.data import load_dataset
     from hpo.spec import parse_spec
-    from hpo.tune import await_warm_workers, run_round, start_ray
+    from hpo.tune import await_warm_workers, prestart_warm_workers, run_round, start_ray
 
     class Pids(tune.Callback):
         def __init__(self):
@@ -43,43 +45,52 @@ ROUND = textwrap.dedent("""
         "name": "warm", "seed": 0, "data": {"source": "digits"},
         "model": {"arch": "mlp", "hidden": [16], "activation": "relu"},
         "train": {"epochs": 1, "batch_size": 256, "lr": {"loguniform": [0.001, 0.1]}},
-        "search": {"rounds": 1, "trials_per_round": 16, "sampler": "random",
+        "search": {"rounds": 2, "trials_per_round": 16, "sampler": "random",
                    "resources_per_trial": {"cpu": 1, "gpu": 0}},
         "sanity": {"enabled": False},
     })
     start_ray(None)
-    data = load_dataset(spec.data, seed=0)
-    waited = await_warm_workers(spec)
-    pids, start = Pids(), time.time()
-    run_round(spec, spec.distributions(), round_index=1, num_trials=16, data_ref=ray.put(data),
-              storage=Path(sys.argv[1]), callbacks=[pids])
-    started = {pid: psutil.Process(pid).create_time() - start
-               for pid in set(pids.by_trial.values()) if psutil.pid_exists(pid)}
+    data_ref = ray.put(load_dataset(spec.data, seed=0))
+    rounds = []
+    for k in (1, 2):
+        waited = await_warm_workers(spec)
+        pids, start = Pids(), time.time()
+        run_round(spec, spec.distributions(), round_index=k, num_trials=16, data_ref=data_ref,
+                  storage=Path(sys.argv[1]), callbacks=[pids])
+        started = {pid: psutil.Process(pid).create_time() - start
+                   for pid in set(pids.by_trial.values()) if psutil.pid_exists(pid)}
+        prestarted = prestart_warm_workers(spec) if k == 1 else None
+        rounds.append({"waited": waited, "trial_pids": list(pids.by_trial.values()),
+                       "started": started, "prestarted": prestarted})
     warm = [int(k.decode().removeprefix(PREFIX))
             for k in internal_kv._internal_kv_list(PREFIX, namespace=NAMESPACE)]
-    print(json.dumps({"waited": waited, "trial_pids": list(pids.by_trial.values()),
-                      "started": started, "warm": warm, "cpus": ray.cluster_resources()["CPU"]}))
+    print(json.dumps({"rounds": rounds, "warm": warm, "cpus": ray.cluster_resources()["CPU"]}))
 """)
 
 
 @pytest.mark.slow
-def test_first_round_runs_in_warm_workers_on_every_cpu(tmp_path: Path):
-    script = tmp_path / "round.py"
+def test_every_round_runs_in_warm_workers_on_every_cpu(tmp_path: Path):
+    script = tmp_path / "rounds.py"
     script.write_text(ROUND)
     done = subprocess.run([sys.executable, str(script), str(tmp_path / "ray")], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    pids = out["trial_pids"]
-    assert len(pids) == 16  # every trial reported
-    # Every CPU ran trials: Tune did not hand them all to the first actor that was free.
-    assert len(set(pids)) == int(out["cpus"]) == 2
-    # Each worker was there before the round began, and had imported hpo's trainer (its last
-    # preloaded module says so), so no trial waited for a process or for torch's import.
-    assert all(float(t) < 0 for t in out["started"].values()), out
-    assert set(pids) <= set(out["warm"])
-    assert out["waited"] < 60  # they were ready well before the wait gives up
+    first, second = out["rounds"]
+    assert first["prestarted"] is True  # Ray's raylet took the request for round 2's workers
+    for r in (first, second):
+        pids = r["trial_pids"]
+        assert len(pids) == 16  # every trial reported
+        # Every CPU ran trials: Tune did not hand them all to the first actor that was free.
+        assert len(set(pids)) == int(out["cpus"]) == 2
+        # Each worker was there before its round began and had imported hpo's trainer (its
+        # last preloaded module says so): no trial waited for a process or torch's import.
+        assert all(float(t) < 0 for t in r["started"].values()), out
+        assert set(pids) <= set(out["warm"])
+        assert r["waited"] < 60  # they were ready well before the wait gives up
+    # Round 2 ran in new processes: round 1's ended with its actors.
+    assert not set(first["trial_pids"]) & set(second["trial_pids"])
 
 
 def test_tune_settings_are_restored_after_a_round(monkeypatch: pytest.MonkeyPatch):
