@@ -234,9 +234,9 @@ def _rounds(spec: Spec, tracker: Tracker, journal: Journal, past: JournalState |
             try:
                 run_round(spec, ranges, round_index=k, data_ref=data_ref,
                           storage=folder / "ray", callbacks=[callback], **plan)
-            finally:  # every trial's MLflow run and journal line written before going on
-                if k < rounds_total:
+                if k < rounds_total:  # they start while this round's results are written
                     prestart_warm_workers(spec)
+            finally:  # every trial's MLflow run and journal line written before going on
                 callback.drain()
         round_records = journal.replay().round_records(k)
         records += round_records
