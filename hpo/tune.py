@@ -68,6 +68,7 @@ def start_ray(address: str | None) -> bool:
     """Connect to ``address`` (or RAY_ADDRESS), else start Ray in-process; True if we started it."""
     import ray
 
+    global _warm_session, _warm_started
     quiet_libraries()
     if ray.is_initialized():
         return False
@@ -80,7 +81,6 @@ def start_ray(address: str | None) -> bool:
             ray.init(address=address, **kwargs)
         else:
             ray.init(include_dashboard=False, _system_config=WARM_WORKERS, **kwargs)
-            global _warm_session, _warm_started
             _warm_session = _session()
             _warm_started = int(ray.cluster_resources().get("CPU", 0))
             _used_workers.clear()
