@@ -10,6 +10,7 @@ import logging
 import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +51,18 @@ WARM_WORKERS = {"preload_python_modules": ["torch", "torch._dynamo", "ray.tune",
                 # actor asks for one, and starts a cold one instead.
                 "idle_worker_killing_time_threshold_ms": 300_000}
 
-#: The Ray session this process started with WARM_WORKERS, if any.
-_warm_session: str | None = None
-#: Warm workers asked of Ray so far (one per CPU as it starts, then prestart_warm_workers'), and
-#: those a round has already been given (their processes end with the round's actors).
-_warm_started = 0
-_used_workers: set[bytes] = set()
+
+
+@dataclass
+class _WarmPool:
+    """The warm workers of the Ray session this process started with WARM_WORKERS."""
+
+    session: str
+    started: int  # asked of Ray so far: one per CPU as it starts, then each prestart's
+    used: set[bytes] = field(default_factory=set)  # given to a round; they end with its actors
+
+
+_pool: _WarmPool | None = None
 
 
 def _session() -> str:
@@ -68,7 +75,7 @@ def start_ray(address: str | None) -> bool:
     """Connect to ``address`` (or RAY_ADDRESS), else start Ray in-process; True if we started it."""
     import ray
 
-    global _warm_session, _warm_started
+    global _pool
     quiet_libraries()
     if ray.is_initialized():
         return False
@@ -81,19 +88,19 @@ def start_ray(address: str | None) -> bool:
             ray.init(address=address, **kwargs)
         else:
             ray.init(include_dashboard=False, _system_config=WARM_WORKERS, **kwargs)
-            _warm_session = _session()
-            _warm_started = int(ray.cluster_resources().get("CPU", 0))
-            _used_workers.clear()
+            _pool = _WarmPool(_session(), int(ray.cluster_resources().get("CPU", 0)))
     except ConnectionError as exc:
         raise RunError(_connect_error(address, exc)) from None
     return not address
 
 
-def _warm() -> bool:
-    """Whether Ray runs, and is the one this process started with WARM_WORKERS."""
+def _warm_pool() -> _WarmPool | None:
+    """The warm workers, if Ray runs and is the session this process started."""
     import ray
 
-    return _warm_session is not None and ray.is_initialized() and _session() == _warm_session
+    if _pool is not None and ray.is_initialized() and _session() == _pool.session:
+        return _pool
+    return None
 
 
 def _warm_count(spec: Spec) -> int:
@@ -120,12 +127,13 @@ def await_warm_workers(spec: Spec, *, timeout: float = 60.0) -> float:
     """
     import time
 
-    if not _warm():
+    pool = _warm_pool()
+    if pool is None:
         return 0.0
-    count, start = min(_warm_count(spec), _warm_started - len(_used_workers)), time.monotonic()
-    while len(_ready_workers() - _used_workers) < count and time.monotonic() - start < timeout:
+    count, start = min(_warm_count(spec), pool.started - len(pool.used)), time.monotonic()
+    while len(_ready_workers() - pool.used) < count and time.monotonic() - start < timeout:
         time.sleep(0.05)
-    _used_workers.update(_ready_workers())
+    pool.used.update(_ready_workers())
     return time.monotonic() - start
 
 
@@ -138,8 +146,8 @@ def prestart_warm_workers(spec: Spec) -> bool:
     call (which Ray's core worker uses) starts more for this job and keeps them for up to ten
     minutes until an actor takes them.
     """
-    global _warm_started
-    if not _warm():
+    pool = _warm_pool()
+    if pool is None:
         return False
     count = _warm_count(spec)
     try:
@@ -158,7 +166,7 @@ def prestart_warm_workers(spec: Spec) -> bool:
         channel.close()
     except Exception:  # noqa: BLE001 - without them the next round starts its own, colder
         return False
-    _warm_started += count
+    pool.started += count
     return True
 
 
@@ -284,19 +292,25 @@ class EpochReports:
         self._last = self._clock()
 
 
+def _epoch_reports(spec: Spec, top: Sequence[str]) -> EpochReports:
+    """A trial's reports to Tune, tagged with the node it runs on (the run's hpo.node tag)."""
+    import ray
+    from ray import tune
+
+    return EpochReports(tune.report, every_epoch=spec.search.scheduler != "fifo", top=top,
+                        extra={"node": ray.get_runtime_context().get_node_id()})
+
+
 def _trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
                ranges: Mapping[str, Distribution], threads: int) -> None:
     import ray
     import torch
-    from ray import tune
 
     from hpo.trainable import train_trial, trial_device
 
     torch.set_num_threads(threads)
     params = spec.resolve(decode(ranges, config))
-    report = EpochReports(tune.report, every_epoch=spec.search.scheduler != "fifo",
-                          top=(spec.search.metric, "epoch"),
-                          extra={"node": ray.get_runtime_context().get_node_id()})
+    report = _epoch_reports(spec, top=(spec.search.metric, "epoch"))
     try:
         train_trial(params, data, seed=spec.seed, report=report,
                     device=trial_device(bool(ray.get_gpu_ids())))
@@ -311,7 +325,6 @@ def _packed_trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
     reads), reported as ``EpochReports`` says."""
     import ray
     import torch
-    from ray import tune
 
     from hpo._pack_search import PACK_KEY, member_key
     from hpo.packing import train_pack
@@ -320,10 +333,8 @@ def _packed_trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
     torch.set_num_threads(threads)
     members = [spec.resolve(decode(ranges, m)) for m in config[PACK_KEY]]
     metric, pick = spec.search.metric, max if spec.search.resolved_mode == "max" else min
-    reports = EpochReports(tune.report, every_epoch=spec.search.scheduler != "fifo",
-                           top=(metric, "epoch", *(member_key(i, metric)
-                                                   for i in range(len(members)))),
-                           extra={"node": ray.get_runtime_context().get_node_id()})
+    reports = _epoch_reports(spec, top=(metric, "epoch", *(member_key(i, metric)
+                                                           for i in range(len(members)))))
 
     def report(per_member: list[dict[str, float] | None]) -> None:
         flat: dict[str, Any] = {}
