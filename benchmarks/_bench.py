@@ -5,14 +5,16 @@ Benchmarks report, they never assert on time: every number is a median with its 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import platform
 import statistics
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +140,64 @@ def tune_probe(*, on_result: Any = None, on_complete: Any = None) -> Any:
                 self.hooks["complete"](trial)
 
     return _Probe({"result": on_result, "complete": on_complete})
+
+
+def psutil() -> Any:
+    """psutil: installed, or the copy Ray vendors (``ray/thirdparty_files``, on sys.path once
+    ``ray`` is imported)."""
+    try:
+        import psutil as module
+    except ImportError:
+        import ray  # noqa: F401 - puts ray/thirdparty_files on sys.path
+
+        import psutil as module
+    return module
+
+
+@contextlib.contextmanager
+def patched(owner: Any, **attrs: Any) -> Iterator[None]:
+    """``owner``'s attributes set to ``attrs`` for the block, the old ones back after. hpo.study
+    imports what it calls from hpo.tune at call time, so patching the module reaches it."""
+    old = {name: getattr(owner, name) for name in attrs}
+    for name, value in attrs.items():
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            setattr(owner, name, value)
+
+
+def returns(fn: Any, into: list) -> Any:
+    """``fn``, which also appends what each call returns to ``into``."""
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        into.append(fn(*args, **kwargs))
+        return into[-1]
+
+    return recorded
+
+
+class Sampler:
+    """Calls ``sample()`` every ``interval`` seconds in a thread, while in a ``with`` block."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> Any:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()

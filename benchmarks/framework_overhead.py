@@ -56,7 +56,6 @@ import math  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -286,21 +285,13 @@ def run_hpo(work: Path) -> dict[str, Any]:
             rounds.append(time.perf_counter() - start)
 
     waits: list[float] = []
-    await_warm = hpo.tune.await_warm_workers
-
-    def timed_wait(*args: Any, **kwargs: Any) -> float:
-        waited = await_warm(*args, **kwargs)
-        waits.append(waited)
-        return waited
-
-    # hpo.study imports both from hpo.tune at call time
-    hpo.tune.run_round, hpo.tune.await_warm_workers = timed_round, timed_wait
     try:
-        code = hpo_main(["search", str(study), "--quiet", "--tracking-uri",
-                         f"sqlite:///{work / 'mlflow.db'}", "--study-root",
-                         str(work / "hpo_runs")])
+        with _bench.patched(hpo.tune, run_round=timed_round,
+                            await_warm_workers=_bench.returns(hpo.tune.await_warm_workers, waits)):
+            code = hpo_main(["search", str(study), "--quiet", "--tracking-uri",
+                             f"sqlite:///{work / 'mlflow.db'}", "--study-root",
+                             str(work / "hpo_runs")])
     finally:
-        hpo.tune.run_round, hpo.tune.await_warm_workers = run_round, await_warm
         import ray
 
         ray.shutdown()
@@ -332,57 +323,30 @@ RUNNER_FUNCS = {"bare": run_bare, "optuna": run_optuna, "ray-tune": run_ray_tune
 # ----------------------------------------------------------------------------- the driver
 
 
-def _psutil() -> Any:
-    """psutil: installed, or the copy Ray vendors (``ray/thirdparty_files``, on sys.path once
-    ``ray`` is imported)."""
-    try:
-        import psutil
-    except ImportError:
-        import ray  # noqa: F401 - puts ray/thirdparty_files on sys.path
-
-        import psutil
-    return psutil
-
-
-class TreeMemory:
+class TreeMemory(_bench.Sampler):
     """Peak of the summed RSS of a process and all its descendants, sampled in a thread."""
 
     def __init__(self, pid: int, interval: float = 0.2) -> None:
-        psutil = _psutil()
-
-        self._root = psutil.Process(pid)
-        self._interval = interval
+        super().__init__(interval)
+        self._psutil = _bench.psutil()
+        self._root = self._psutil.Process(pid)
         self.peak = 0
         self.peak_processes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> TreeMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        psutil = _psutil()
-
-        while not self._stop.is_set():
-            total, count = 0, 0
+    def sample(self) -> None:
+        total, count = 0, 0
+        try:
+            procs = [self._root, *self._root.children(recursive=True)]
+        except self._psutil.Error:
+            procs = []
+        for p in procs:
             try:
-                procs = [self._root, *self._root.children(recursive=True)]
-            except psutil.Error:
-                procs = []
-            for p in procs:
-                try:
-                    total += p.memory_info().rss
-                    count += 1
-                except psutil.Error:
-                    pass
-            if total > self.peak:
-                self.peak, self.peak_processes = total, count
-            self._stop.wait(self._interval)
+                total += p.memory_info().rss
+                count += 1
+            except self._psutil.Error:
+                pass
+        if total > self.peak:
+            self.peak, self.peak_processes = total, count
 
 
 def run_runner(name: str, work: Path, timeout: float) -> dict[str, Any]:

@@ -51,8 +51,8 @@ class Timeline:
         pid = int(result.get("pid", 0))
         entry.update(end=now, compute_s=compute, pid=pid)
         if pid not in self.process_start:
-            psutil = framework_overhead._psutil()
-            self.process_start[pid] = psutil.Process(pid).create_time() - time.time() + now
+            created = _bench.psutil().Process(pid).create_time()
+            self.process_start[pid] = created - time.time() + now
 
 
 def profile(args: argparse.Namespace) -> dict[str, Any]:
@@ -92,20 +92,15 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             writes.append(time.perf_counter() - begin)
 
-    await_warm, waits = hpo.tune.await_warm_workers, []
-
-    def timed_wait(*a: Any, **kw: Any) -> float:
-        waits.append(await_warm(*a, **kw))
-        return waits[-1]
-
-    hpo.tune.run_round, hpo.callback.StudyCallback._run = profiled_round, timed_write
-    hpo.tune.await_warm_workers = timed_wait
+    waits: list[float] = []
     try:
-        code = hpo_main(["search", str(work / "study.yaml"), "--quiet", "--tracking-uri",
-                         f"sqlite:///{work / 'mlflow.db'}", "--study-root", str(work / "runs")])
+        with _bench.patched(hpo.tune, run_round=profiled_round,
+                            await_warm_workers=_bench.returns(hpo.tune.await_warm_workers, waits)), \
+                _bench.patched(hpo.callback.StudyCallback, _run=timed_write):
+            code = hpo_main(["search", str(work / "study.yaml"), "--quiet", "--tracking-uri",
+                             f"sqlite:///{work / 'mlflow.db'}", "--study-root",
+                             str(work / "runs")])
     finally:
-        hpo.tune.run_round, hpo.callback.StudyCallback._run = run_round, write
-        hpo.tune.await_warm_workers = await_warm
         import ray
 
         ray.shutdown()

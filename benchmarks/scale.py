@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -56,36 +55,22 @@ def study_dict(*, trials: int, rounds: int, epochs: int, seed: int) -> dict[str,
     }
 
 
-class Probe:
+class Probe(_bench.Sampler):
     """What the benchmark reads while the study runs: completions, writer time, driver RSS."""
 
     def __init__(self) -> None:
-        import ray  # noqa: F401 - its vendored psutil (ray/thirdparty_files) is on sys.path now
-        import psutil
-
-        self.proc = psutil.Process()
+        super().__init__(interval=0.25)
+        self.proc = _bench.psutil().Process()
         self.t0 = time.perf_counter()
         self.completions: list[dict[str, float]] = []
         self.writes: list[tuple[float, str, float]] = []  # (time, what, seconds)
         self.rss: list[tuple[float, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def now(self) -> float:
         return time.perf_counter() - self.t0
 
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.rss.append((self.now(), self.proc.memory_info().rss))
-            self._stop.wait(0.25)
-
-    def __enter__(self) -> Probe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        self.rss.append((self.now(), self.proc.memory_info().rss))
 
     def callback(self) -> Any:
         return _bench.tune_probe(on_complete=self._complete)
