@@ -428,7 +428,9 @@ def run_round(
         trainable,
         tune_config=tune.TuneConfig(
             metric=s.metric, mode=mode, search_alg=searcher, scheduler=scheduler,
-            num_samples=samples, max_concurrent_trials=s.max_concurrent_trials,
+            # At most as many live trials as fit: a finished trial's actor takes the next one
+            # at once, and no trial waits on an actor of its own that Tune would then discard.
+            num_samples=samples, max_concurrent_trials=concurrent_trials(spec),
             reuse_actors=True, trial_dirname_creator=lambda trial: trial.trial_id,
         ),
         run_config=tune.RunConfig(
@@ -440,7 +442,7 @@ def run_round(
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
-    with _tune_for_short_trials(concurrent_trials(spec)):
+    with _tune_for_short_trials():
         tuner.fit()  # results reach the driver through the callbacks, as they happen
 
 
@@ -457,28 +459,37 @@ def concurrent_trials(spec: Spec) -> int:
 
 
 @contextlib.contextmanager
-def _tune_for_short_trials(concurrent: int) -> Iterator[None]:
-    """Two of Tune's defaults, set aside while a round runs (and restored after).
+def _tune_for_short_trials() -> Iterator[None]:
+    """Two of Tune's habits, set aside while a round runs (and restored after).
 
-    * Tune asks for one trial actor at a time when a searcher sets no concurrency limit. While
-      the second actor starts, the first finishes a short trial, takes the second's trial, and
-      Tune drops the starting actor: a round of short trials never runs two at once. Tune may
-      ask for as many actors at once as trials fit (``TUNE_MAX_PENDING_TRIALS_PG``).
     * Tune gives its trial actors an environment variable for PyTorch Lightning, which hpo does
       not use. Ray only hands an actor a worker process started for the same environment, so
       with it no trial could use the warm workers of ``WARM_WORKERS``.
+    * Tune looks its trainable up in Ray's key-value store (and unpickles it) two or three
+      times per trial, each a round trip to Ray's GCS while the next trial waits. A round's
+      trainable is registered once, as its Tuner is made; its lookups are kept for the round.
     """
+    from ray.tune import registry
     from ray.tune.execution import class_cache
 
-    key = "TUNE_MAX_PENDING_TRIALS_PG"
-    pending, env = os.environ.get(key), dict(class_cache.DEFAULT_ENV_VARS)
-    if pending is None:
-        os.environ[key] = str(concurrent)
+    env = dict(class_cache.DEFAULT_ENV_VARS)
     class_cache.DEFAULT_ENV_VARS.pop("PL_DISABLE_FORK", None)
+    store, seen = registry._global_registry, {}
+
+    def get(category: str, key: str, lookup=store.get) -> Any:
+        if category != registry.TRAINABLE_CLASS:
+            return lookup(category, key)
+        if key not in seen:
+            seen[key] = lookup(category, key)
+        return seen[key]
+
+    def contains(category: str, key: str, lookup=store.contains) -> bool:
+        return category == registry.TRAINABLE_CLASS and key in seen or lookup(category, key)
+
+    store.get, store.contains = get, contains  # on the instance: the class keeps Ray's
     try:
         yield
     finally:
+        del store.get, store.contains
         class_cache.DEFAULT_ENV_VARS.clear()
         class_cache.DEFAULT_ENV_VARS.update(env)
-        if pending is None:
-            os.environ.pop(key, None)

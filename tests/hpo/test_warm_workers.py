@@ -29,6 +29,9 @@ ROUND = textwrap.dedent("""
     from ray import tune
     from ray.experimental import internal_kv
 
+    from ray.tune import registry
+    from ray.util import placement_group_table
+
     from hpo._warm_worker import NAMESPACE, PREFIX
     from hpo.data import load_dataset
     from hpo.spec import parse_spec
@@ -49,19 +52,29 @@ ROUND = textwrap.dedent("""
                    "resources_per_trial": {"cpu": 1, "gpu": 0}},
         "sanity": {"enabled": False},
     })
+    lookups = []  # Tune's reads of a trainable from Ray's key-value store
+    read = registry._internal_kv_get
+    def counted(key, *args, **kwargs):
+        lookups.extend([key] if registry.TRAINABLE_CLASS.encode() in key else [])
+        return read(key, *args, **kwargs)
+    registry._internal_kv_get = counted
+
     start_ray(None)
     data_ref = ray.put(load_dataset(spec.data, seed=0))
     rounds = []
     for k in (1, 2):
         waited = await_warm_workers(spec)
-        pids, start = Pids(), time.time()
+        pids, start, read_before = Pids(), time.time(), len(lookups)
+        groups = placement_group_table()
         run_round(spec, spec.distributions(), round_index=k, num_trials=16, data_ref=data_ref,
                   storage=Path(sys.argv[1]), callbacks=[pids])
         started = {pid: psutil.Process(pid).create_time() - start
                    for pid in set(pids.by_trial.values()) if psutil.pid_exists(pid)}
         prestarted = prestart_warm_workers(spec) if k == 1 else None
         rounds.append({"waited": waited, "trial_pids": list(pids.by_trial.values()),
-                       "started": started, "prestarted": prestarted})
+                       "started": started, "prestarted": prestarted,
+                       "placement_groups": len(set(placement_group_table()) - set(groups)),
+                       "lookups": len(lookups) - read_before})
     warm = [int(k.decode().removeprefix(PREFIX))
             for k in internal_kv._internal_kv_list(PREFIX, namespace=NAMESPACE)]
     print(json.dumps({"rounds": rounds, "warm": warm, "cpus": ray.cluster_resources()["CPU"]}))
@@ -89,22 +102,40 @@ def test_every_round_runs_in_warm_workers_on_every_cpu(tmp_path: Path):
         assert all(float(t) < 0 for t in r["started"].values()), out
         assert set(pids) <= set(out["warm"])
         assert r["waited"] < 60  # they were ready well before the wait gives up
+        # A trial that ends hands its actor to the next one: Tune asked Ray for one placement
+        # group per actor, not one per trial (asked for, then dropped when an actor frees up).
+        assert r["placement_groups"] == 2, r
+        # Tune read its trainable from Ray's key-value store a few times, not per trial.
+        assert r["lookups"] <= 4, r
     # Round 2 ran in new processes: round 1's ended with its actors.
     assert not set(first["trial_pids"]) & set(second["trial_pids"])
 
 
-def test_tune_settings_are_restored_after_a_round(monkeypatch: pytest.MonkeyPatch):
+def test_tune_settings_are_restored_after_a_round():
+    from ray.tune import registry
     from ray.tune.execution import class_cache
 
-    monkeypatch.delenv("TUNE_MAX_PENDING_TRIALS_PG", raising=False)
+    def trainable(config):  # Ray is not running here: the registry keeps it in-process
+        return config
+
+    def other(config):
+        return None
+
     before = dict(class_cache.DEFAULT_ENV_VARS)
-    with _tune_for_short_trials(3):
-        assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "3"
-        assert "PL_DISABLE_FORK" not in class_cache.DEFAULT_ENV_VARS
-    assert "TUNE_MAX_PENDING_TRIALS_PG" not in os.environ
-    assert class_cache.DEFAULT_ENV_VARS == before
-    # A value the user set is theirs to keep.
-    monkeypatch.setenv("TUNE_MAX_PENDING_TRIALS_PG", "7")
-    with _tune_for_short_trials(3):
-        assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "7"
-    assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "7"
+    store = registry._global_registry
+    store.register(registry.TRAINABLE_CLASS, "hpo-test-trainable", trainable)
+    # Each lookup unpickles anew: two lookups are two objects.
+    assert store.get(registry.TRAINABLE_CLASS, "hpo-test-trainable") is not store.get(
+        registry.TRAINABLE_CLASS, "hpo-test-trainable")
+    try:
+        with _tune_for_short_trials():
+            assert "PL_DISABLE_FORK" not in class_cache.DEFAULT_ENV_VARS
+            first = store.get(registry.TRAINABLE_CLASS, "hpo-test-trainable")
+            assert store.get(registry.TRAINABLE_CLASS, "hpo-test-trainable") is first
+            assert first({"a": 1}) == {"a": 1}
+        assert class_cache.DEFAULT_ENV_VARS == before
+        # After the round the registry reads Ray's store again.
+        store.register(registry.TRAINABLE_CLASS, "hpo-test-trainable", other)
+        assert store.get(registry.TRAINABLE_CLASS, "hpo-test-trainable")({"a": 1}) is None
+    finally:
+        store.unregister(registry.TRAINABLE_CLASS, "hpo-test-trainable")
