@@ -458,9 +458,13 @@ def concurrent_trials(spec: Spec) -> int:
     return min(slots, s.max_concurrent_trials or slots)
 
 
+#: Tune's period for saving a run's state while hpo runs it: a year, so only as the round ends.
+CHECKPOINT_NEVER_S = 365 * 24 * 3600
+
+
 @contextlib.contextmanager
 def _tune_for_short_trials() -> Iterator[None]:
-    """Two of Tune's habits, set aside while a round runs (and restored after).
+    """Three of Tune's habits, set aside while a round runs (and restored after).
 
     * Tune gives its trial actors an environment variable for PyTorch Lightning, which hpo does
       not use. Ray only hands an actor a worker process started for the same environment, so
@@ -468,12 +472,16 @@ def _tune_for_short_trials() -> Iterator[None]:
     * Tune looks its trainable up in Ray's key-value store (and unpickles it) two or three
       times per trial, each a round trip to Ray's GCS while the next trial waits. A round's
       trainable is registered once, as its Tuner is made; its lookups are kept for the round.
+    * Every ten seconds or more Tune saves the state of the run's trials, as JSON it keeps in
+      memory for each trial, to resume a run that stopped. hpo resumes from its own journal,
+      so a round saves it as it ends (``TUNE_GLOBAL_CHECKPOINT_S``, unless set).
     """
     from ray.tune import registry
     from ray.tune.execution import class_cache
 
     env = dict(class_cache.DEFAULT_ENV_VARS)
     class_cache.DEFAULT_ENV_VARS.pop("PL_DISABLE_FORK", None)
+    period = os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(CHECKPOINT_NEVER_S))
     store, seen = registry._global_registry, {}
 
     def get(category: str, key: str, lookup=store.get) -> Any:
@@ -491,5 +499,7 @@ def _tune_for_short_trials() -> Iterator[None]:
         yield
     finally:
         del store.get, store.contains
+        if period == str(CHECKPOINT_NEVER_S):
+            os.environ.pop("TUNE_GLOBAL_CHECKPOINT_S", None)
         class_cache.DEFAULT_ENV_VARS.clear()
         class_cache.DEFAULT_ENV_VARS.update(env)

@@ -131,6 +131,28 @@ def test_best_yaml_is_logged_and_reproduces_the_best_trial(study):
     assert f"val_accuracy {best_acc:.4f}" in again.stdout  # same seed, same result on CPU
 
 
+def test_tune_keeps_only_what_it_needs_of_finished_trials(study):
+    """Tune holds every trial of a round until it ends; once hpo has journaled a trial, Tune
+    keeps neither its per-epoch metrics nor its running statistics (its saved state says so),
+    while the journal keeps the full history."""
+    import json
+
+    from hpo.journal import Journal
+
+    folder, _, _ = study
+    runs = folder / "hpo_runs" / EXPERIMENT
+    history = {r.trial_id: r.history for r in Journal(runs / "journal.jsonl").replay()
+               .round_records(1)}
+    [saved] = (runs / "ray" / "round-1").glob("experiment_state-*.json")
+    trials = [json.loads(meta) for _, meta in json.loads(saved.read_text())["trial_data"]]
+    assert len(trials) == 4
+    for meta in trials:
+        last = meta["last_result"]
+        assert "epochs" not in last and meta["metric_analysis"] == meta["metric_n_steps"] == {}
+        assert last["training_iteration"] >= 1 and "val_accuracy" in last  # the rest is there
+        assert len(history[last["trial_id"]]) == last["epoch"]  # 3, or where it diverged
+
+
 def test_unreachable_tracking_server_fails_before_any_trial(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(STUDY))

@@ -111,7 +111,7 @@ def test_every_round_runs_in_warm_workers_on_every_cpu(tmp_path: Path):
     assert not set(first["trial_pids"]) & set(second["trial_pids"])
 
 
-def test_tune_settings_are_restored_after_a_round():
+def test_tune_settings_are_restored_after_a_round(monkeypatch: pytest.MonkeyPatch):
     from ray.tune import registry
     from ray.tune.execution import class_cache
 
@@ -127,15 +127,23 @@ def test_tune_settings_are_restored_after_a_round():
     # Each lookup unpickles anew: two lookups are two objects.
     assert store.get(registry.TRAINABLE_CLASS, "hpo-test-trainable") is not store.get(
         registry.TRAINABLE_CLASS, "hpo-test-trainable")
+    monkeypatch.delenv("TUNE_GLOBAL_CHECKPOINT_S", raising=False)
     try:
         with _tune_for_short_trials():
             assert "PL_DISABLE_FORK" not in class_cache.DEFAULT_ENV_VARS
+            assert float(os.environ["TUNE_GLOBAL_CHECKPOINT_S"]) >= 24 * 3600
             first = store.get(registry.TRAINABLE_CLASS, "hpo-test-trainable")
             assert store.get(registry.TRAINABLE_CLASS, "hpo-test-trainable") is first
             assert first({"a": 1}) == {"a": 1}
         assert class_cache.DEFAULT_ENV_VARS == before
+        assert "TUNE_GLOBAL_CHECKPOINT_S" not in os.environ
         # After the round the registry reads Ray's store again.
         store.register(registry.TRAINABLE_CLASS, "hpo-test-trainable", other)
         assert store.get(registry.TRAINABLE_CLASS, "hpo-test-trainable")({"a": 1}) is None
     finally:
         store.unregister(registry.TRAINABLE_CLASS, "hpo-test-trainable")
+    # A period the user set is theirs to keep.
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "30")
+    with _tune_for_short_trials():
+        assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "30"
+    assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "30"
