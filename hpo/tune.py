@@ -418,6 +418,8 @@ def run_round(
     else:
         scheduler = FIFOScheduler()
     cpu = s.resources_per_trial["cpu"]
+    # A Ray this process started keeps the resources it started with; a cluster may grow.
+    fixed = _warm_pool() is not None
     trainable = tune.with_resources(
         tune.with_parameters(_packed_trainable if pack > 1 else _trainable,
                              data=data_ref, spec=spec, ranges=dict(ranges),
@@ -428,9 +430,11 @@ def run_round(
         trainable,
         tune_config=tune.TuneConfig(
             metric=s.metric, mode=mode, search_alg=searcher, scheduler=scheduler,
-            # At most as many live trials as fit: a finished trial's actor takes the next one
-            # at once, and no trial waits on an actor of its own that Tune would then discard.
-            num_samples=samples, max_concurrent_trials=concurrent_trials(spec),
+            # On this machine, at most as many live trials as fit: a finished trial's actor
+            # takes the next one at once, and no trial waits on an actor of its own that Tune
+            # would then discard. A cluster's rounds also use the nodes that join while they run.
+            num_samples=samples,
+            max_concurrent_trials=concurrent_trials(spec) if fixed else s.max_concurrent_trials,
             reuse_actors=True, trial_dirname_creator=lambda trial: trial.trial_id,
         ),
         run_config=tune.RunConfig(
@@ -442,7 +446,7 @@ def run_round(
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
-    with _tune_for_short_trials():
+    with _tune_for_short_trials(pending=None if fixed else concurrent_trials(spec)):
         tuner.fit()  # results reach the driver through the callbacks, as they happen
 
 
@@ -463,9 +467,14 @@ CHECKPOINT_NEVER_S = 365 * 24 * 3600
 
 
 @contextlib.contextmanager
-def _tune_for_short_trials() -> Iterator[None]:
-    """Three of Tune's habits, set aside while a round runs (and restored after).
+def _tune_for_short_trials(pending: int | None = None) -> Iterator[None]:
+    """Tune's habits that cost short trials, set aside while a round runs (and restored after).
 
+    * With ``pending`` (a round that sets no limit of live trials, on a cluster): Tune asks for
+      one trial actor at a time when a searcher sets no limit. While the second actor starts,
+      the first finishes a short trial, takes the second's trial, and Tune drops the starting
+      actor: a round of short trials would never run two at once. Tune may ask for ``pending``
+      actors at once (``TUNE_MAX_PENDING_TRIALS_PG``, unless set).
     * Tune gives its trial actors an environment variable for PyTorch Lightning, which hpo does
       not use. Ray only hands an actor a worker process started for the same environment, so
       with it no trial could use the warm workers of ``WARM_WORKERS``.
@@ -481,7 +490,11 @@ def _tune_for_short_trials() -> Iterator[None]:
 
     env = dict(class_cache.DEFAULT_ENV_VARS)
     class_cache.DEFAULT_ENV_VARS.pop("PL_DISABLE_FORK", None)
-    period = os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(CHECKPOINT_NEVER_S))
+    settings = {"TUNE_GLOBAL_CHECKPOINT_S": str(CHECKPOINT_NEVER_S)}
+    if pending is not None:
+        settings["TUNE_MAX_PENDING_TRIALS_PG"] = str(pending)
+    ours = [name for name in settings if name not in os.environ]  # the user's stay theirs
+    os.environ.update({name: settings[name] for name in ours})
     store, seen = registry._global_registry, {}
 
     def get(category: str, key: str, lookup=store.get) -> Any:
@@ -499,7 +512,7 @@ def _tune_for_short_trials() -> Iterator[None]:
         yield
     finally:
         del store.get, store.contains
-        if period == str(CHECKPOINT_NEVER_S):
-            os.environ.pop("TUNE_GLOBAL_CHECKPOINT_S", None)
+        for name in ours:
+            os.environ.pop(name, None)
         class_cache.DEFAULT_ENV_VARS.clear()
         class_cache.DEFAULT_ENV_VARS.update(env)

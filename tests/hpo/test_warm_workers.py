@@ -127,9 +127,13 @@ def test_tune_settings_are_restored_after_a_round(monkeypatch: pytest.MonkeyPatc
     # Each lookup unpickles anew: two lookups are two objects.
     assert store.get(registry.TRAINABLE_CLASS, "hpo-test-trainable") is not store.get(
         registry.TRAINABLE_CLASS, "hpo-test-trainable")
-    monkeypatch.delenv("TUNE_GLOBAL_CHECKPOINT_S", raising=False)
+    for name in ("TUNE_GLOBAL_CHECKPOINT_S", "TUNE_MAX_PENDING_TRIALS_PG"):
+        monkeypatch.delenv(name, raising=False)
+    with _tune_for_short_trials():  # this machine's Ray: the round caps its live trials itself
+        assert "TUNE_MAX_PENDING_TRIALS_PG" not in os.environ
     try:
-        with _tune_for_short_trials():
+        with _tune_for_short_trials(pending=3):  # a cluster: Tune may ask for 3 actors at once
+            assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "3"
             assert "PL_DISABLE_FORK" not in class_cache.DEFAULT_ENV_VARS
             assert float(os.environ["TUNE_GLOBAL_CHECKPOINT_S"]) >= 24 * 3600
             first = store.get(registry.TRAINABLE_CLASS, "hpo-test-trainable")
@@ -137,13 +141,17 @@ def test_tune_settings_are_restored_after_a_round(monkeypatch: pytest.MonkeyPatc
             assert first({"a": 1}) == {"a": 1}
         assert class_cache.DEFAULT_ENV_VARS == before
         assert "TUNE_GLOBAL_CHECKPOINT_S" not in os.environ
+        assert "TUNE_MAX_PENDING_TRIALS_PG" not in os.environ
         # After the round the registry reads Ray's store again.
         store.register(registry.TRAINABLE_CLASS, "hpo-test-trainable", other)
         assert store.get(registry.TRAINABLE_CLASS, "hpo-test-trainable")({"a": 1}) is None
     finally:
         store.unregister(registry.TRAINABLE_CLASS, "hpo-test-trainable")
-    # A period the user set is theirs to keep.
+    # Values the user set are theirs to keep.
     monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "30")
-    with _tune_for_short_trials():
+    monkeypatch.setenv("TUNE_MAX_PENDING_TRIALS_PG", "7")
+    with _tune_for_short_trials(pending=3):
         assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "30"
+        assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "7"
     assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "30"
+    assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "7"
