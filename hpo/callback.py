@@ -69,6 +69,7 @@ class StudyCallback(Callback):
         self.journal, self.num_classes = journal, num_classes
         self.continued = continued  # an interrupted round going on: index after its trials
         self._records: dict[str, TrialRecord] | None = None
+        self._cut: list[TrialRecord] = []  # cut short by an interruption, to run again
         self._tty = sys.stderr.isatty()
         self._milestone = 0
         self._writer: threading.Thread | None = None
@@ -78,7 +79,7 @@ class StudyCallback(Callback):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["tracker"] = (self.tracker.uri, self.tracker.experiment_name)
-        state.update(_records=None, _writer=None, _queue=None, _error=None)
+        state.update(_records=None, _cut=[], _writer=None, _queue=None, _error=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -92,6 +93,8 @@ class StudyCallback(Callback):
         """This round's trials: those the journal already holds, then those seen since."""
         if self._records is None:
             self._records = {r.trial_id: r for r in self.journal.replay().round_records(self.round)}
+            self._cut = [r for key, r in self._records.items()
+                         if r.status == "running" and "#" not in key]
         return self._records
 
     # -- writes -------------------------------------------------------------------------------
@@ -235,9 +238,10 @@ class StudyCallback(Callback):
     def _claim(self, key: str, sampled: dict[str, Any]) -> bool:
         """A trial cut short by an interruption runs again under a new id with the same
         values: it keeps its record, its index and its MLflow run."""
-        for old, record in list(self.records.items()):
-            if (record.status == "running" and old != key and "#" not in old
-                    and record.sampled == sampled):
+        for record in self._cut:  # only the journal's: no scan of every trial per trial
+            old = record.trial_id
+            if record.status == "running" and old != key and record.sampled == sampled:
+                self._cut.remove(record)
                 del self.records[old]
                 record.trial_id, record.history = key, []
                 self.records[key] = record
