@@ -6,6 +6,7 @@ import math
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,6 +23,8 @@ __all__ = ["StudyCallback", "classify", "trial_flags", "trial_label"]
 
 #: Writes (MLflow, journal) that may wait for the writer thread before a trial event waits.
 WRITE_BACKLOG = 256
+#: On a terminal, the progress line is redrawn at most this often (seconds).
+PROGRESS_INTERVAL_S = 0.2
 #: Below this train and val accuracy (as a multiple of chance) a trial is "underfitting".
 UNDERFIT_OVER_CHANCE = 3.0
 
@@ -72,6 +75,7 @@ class StudyCallback(Callback):
         self._cut: list[TrialRecord] = []  # cut short by an interruption, to run again
         self._tty = sys.stderr.isatty()
         self._milestone = 0
+        self._shown = -math.inf  # when the terminal's progress line was last drawn
         self._writer: threading.Thread | None = None
         self._queue: queue.Queue | None = None
         self._error: BaseException | None = None
@@ -261,9 +265,23 @@ class StudyCallback(Callback):
         return best[0] if best else None
 
     def _progress(self, trials: list) -> None:
+        """The round's progress line: on a terminal redrawn at most every PROGRESS_INTERVAL_S
+        (and when the round's last trial ends), else printed at each quarter of the round.
+        Ranking the round's trials for its best is what costs; it happens only for a line
+        that is printed, so a round of thousands of short trials does not rank them per trial."""
         if self.quiet:
             return
         done = sum(1 for r in self.records.values() if r.status != "running")
+        if self._tty:
+            now = time.monotonic()
+            if done < self.total and now - self._shown < PROGRESS_INTERVAL_S:
+                return
+            self._shown = now
+        else:
+            step = max(1, self.total // 4)
+            if done < self.total and done // step <= self._milestone:
+                return
+            self._milestone = done // step
         best = self.best()
         metric = self.spec.search.metric
         best_text = f"best {metric} {best.metric(metric):.4f}" if best else "no result yet"
@@ -273,13 +291,9 @@ class StudyCallback(Callback):
                 f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} trials, "
                 f"{best_text}")
         if self._tty:
-            end = "\n" if done >= self.total else ""
-            print(f"\r{line}", end=end, file=sys.stderr, flush=True)
+            print(f"\r{line}", end="\n" if done >= self.total else "", file=sys.stderr, flush=True)
         else:
-            step = max(1, self.total // 4)
-            if done >= self.total or done // step > self._milestone:
-                self._milestone = done // step
-                print(line, file=sys.stderr, flush=True)
+            print(line, file=sys.stderr, flush=True)
 
 
 _BASE_METRICS = {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "gap", "diverged",

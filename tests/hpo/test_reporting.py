@@ -119,3 +119,39 @@ def test_a_failed_write_is_raised_and_stops_the_writes_after_it(tmp_path):
     assert [json.loads(line)["old"] for line in journal.path.read_text().splitlines()] == ["a"]
     with pytest.raises(FileNotFoundError):  # and the next event says so at once
         callback._write(journal.append, "trial_rekey", round=1, old="d", new="e")
+
+
+def _finish(callback: StudyCallback, i: int, accuracy: float) -> None:
+    from hpo.journal import TrialRecord
+
+    callback.records[str(i)] = TrialRecord(
+        round=1, index=i, trial_id=str(i), params={}, sampled={}, status="ok",
+        history=[{"val_accuracy": accuracy}])
+    callback._progress([])
+
+
+def test_progress_prints_each_quarter_of_the_round_with_its_best(tmp_path, capsys):
+    callback = _callback(tmp_path, Journal(tmp_path / "journal.jsonl"))
+    callback.total, callback.quiet, callback._tty = 8, False, False
+    for i, accuracy in enumerate([0.5, 0.7, 0.6, 0.9, 0.8, 0.1, 0.2, 0.3], start=1):
+        _finish(callback, i, accuracy)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split("] ")[1] for line in lines] == [
+        "2/8 trials, best val_accuracy 0.7000", "4/8 trials, best val_accuracy 0.9000",
+        "6/8 trials, best val_accuracy 0.9000", "8/8 trials, best val_accuracy 0.9000"]
+
+
+def test_progress_on_a_terminal_is_redrawn_at_most_so_often_and_ends_the_round(
+        tmp_path, capsys, monkeypatch):
+    import hpo.callback
+
+    monkeypatch.setattr(hpo.callback, "PROGRESS_INTERVAL_S", 3600.0)
+    callback = _callback(tmp_path, Journal(tmp_path / "journal.jsonl"))
+    callback.total, callback.quiet, callback._tty = 1000, False, True
+    for i in range(1, 1001):
+        _finish(callback, i, i / 1000)
+    drawn = capsys.readouterr().err.split("\r")[1:]
+    # the first trial's line, then nothing for the interval, then the round's last, which ends
+    assert [d.split("] ")[1] for d in drawn] == [
+        "1/1000 trials, best val_accuracy 0.0010",
+        "1000/1000 trials, best val_accuracy 1.0000\n"]
