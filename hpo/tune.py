@@ -52,7 +52,6 @@ WARM_WORKERS = {"preload_python_modules": ["torch", "torch._dynamo", "ray.tune",
                 "idle_worker_killing_time_threshold_ms": 300_000}
 
 
-
 @dataclass
 class _WarmPool:
     """The warm workers of the Ray session this process started with WARM_WORKERS."""
@@ -419,7 +418,7 @@ def run_round(
         scheduler = FIFOScheduler()
     cpu = s.resources_per_trial["cpu"]
     # A Ray this process started keeps the resources it started with; a cluster may grow.
-    fixed = _warm_pool() is not None
+    fixed, slots = _warm_pool() is not None, concurrent_trials(spec)
     trainable = tune.with_resources(
         tune.with_parameters(_packed_trainable if pack > 1 else _trainable,
                              data=data_ref, spec=spec, ranges=dict(ranges),
@@ -434,7 +433,7 @@ def run_round(
             # takes the next one at once, and no trial waits on an actor of its own that Tune
             # would then discard. A cluster's rounds also use the nodes that join while they run.
             num_samples=samples,
-            max_concurrent_trials=concurrent_trials(spec) if fixed else s.max_concurrent_trials,
+            max_concurrent_trials=slots if fixed else s.max_concurrent_trials,
             reuse_actors=True, trial_dirname_creator=lambda trial: trial.trial_id,
         ),
         run_config=tune.RunConfig(
@@ -446,7 +445,7 @@ def run_round(
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
-    with _tune_for_short_trials(pending=None if fixed else concurrent_trials(spec)):
+    with _tune_for_short_trials(pending=None if fixed else slots):
         tuner.fit()  # results reach the driver through the callbacks, as they happen
 
 
