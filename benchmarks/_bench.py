@@ -157,7 +157,7 @@ def psutil() -> Any:
 @contextlib.contextmanager
 def patched(owner: Any, **attrs: Any) -> Iterator[None]:
     """``owner``'s attributes set to ``attrs`` for the block, the old ones back after. hpo.study
-    imports what it calls from hpo.tune at call time, so patching the module reaches it."""
+    imports what it calls from hpo.execution at call time, so patching the module reaches it."""
     old = {name: getattr(owner, name) for name in attrs}
     for name, value in attrs.items():
         setattr(owner, name, value)

@@ -2,7 +2,7 @@
 
     python benchmarks/coarse_to_fine.py [--quick] [--repeats N] [--seeds 0 1 2 3 4]
 
-Every study is a real ``hpo`` study (``hpo.study.run_study``: Ray Tune + Optuna + MLflow) run
+Every study is a real ``hpo`` study (``hpo.study.run.run_study``: Ray Tune + Optuna + MLflow) run
 in-process against a throwaway sqlite tracking store in a temporary folder. One local Ray is
 started once for the whole benchmark (its start-up is reported in the caption, not in the
 per-study wall times).
@@ -101,8 +101,8 @@ def study_dict(name: str, seed: int, lr: tuple[float, float], strategy: Strategy
 
 
 def run_one(spec_dict: dict[str, Any], *, uri: str, root: Path) -> dict[str, Any]:
-    from hpo.spec import parse_spec
-    from hpo.study import run_study
+    from hpo.config.spec import parse_spec
+    from hpo.study.run import run_study
 
     spec = parse_spec(spec_dict)
     t0 = time.perf_counter()
@@ -184,7 +184,7 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, ray_start: floa
         f"nothing and its best fell below an earlier round's, so a coarse-to-fine study may "
         f"spend less than the budget: *trials/study* is the mean it actually ran. "
         f"`sanity.enabled: false`; the search metric is `val_accuracy` (max); diverged "
-        f"trials never count as best. Each study runs through `hpo.study.run_study` "
+        f"trials never count as best. Each study runs through `hpo.study.run.run_study` "
         f"in-process (Ray Tune, 1 CPU per trial, "
         f"{_bench.cores()} cores; MLflow on a throwaway sqlite store); Ray was started once "
         f"({ray_start:.1f} s), outside the per-study wall times. "
@@ -242,8 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     strats = strategies(args.budget, args.c2f_parsed)
     import ray
 
-    from hpo.tracking import Tracker
-    from hpo.tune import start_ray
+    from hpo.tracking.store import Tracker
+    from hpo.execution.round import start_ray
 
     runs: list[dict[str, Any]] = []
     total = len(args.spaces) * len(strats) * len(args.seeds) * args.repeats

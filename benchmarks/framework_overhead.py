@@ -8,7 +8,7 @@ tanh}, ``batchnorm`` in {true, false}) is trained by each runner in turn, each r
 subprocess so that none shares a warm Ray, a loaded torch or a page cache of imports with
 another:
 
-1. ``bare``: a plain loop over the configurations calling ``hpo.trainable.train_trial``, one
+1. ``bare``: a plain loop over the configurations calling ``hpo.trial.train.train_trial``, one
    process, one torch thread, sequential. Its time divided by the cores is the *ideal*.
 2. ``optuna``: ``optuna.create_study`` + ``study.enqueue_trial`` for every configuration +
    ``study.optimize(objective, n_jobs=cores)`` in-process (threads); the objective calls
@@ -24,8 +24,8 @@ another:
    sanity checks (``strict: false`` so that a failed check cannot end the run), MLflow (sqlite in
    a temp dir), per-epoch diagnostics, round plots, final retraining and report. One round of 64
    trials with ``search.sampler: random``. The fixed list *is* the list hpo's seeded random
-   sampler draws for round 1 (``RandomSampler(seed=hpo.tune.round_seed(seed, 1))`` asked with
-   ``hpo.tune.optuna_space``), so hpo trains the very same configurations; the script checks
+   sampler draws for round 1 (``RandomSampler(seed=hpo.search.round_seed(seed, 1))`` asked with
+   ``hpo.search.optuna_space``), so hpo trains the very same configurations; the script checks
    this and says so in the table (column *configs*).
 
 The trainable body is ``train_trial`` everywhere (the same arithmetic, divergence check,
@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import os
 
-BASE_ENV = dict(os.environ)  # before hpo.tune's import sets Tune's environment: runners get this
+BASE_ENV = dict(os.environ)  # before hpo.execution's import sets Tune's environment: runners get this
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -96,8 +96,8 @@ def draw_configs(spec_dict: dict[str, Any]) -> list[dict[str, Any]]:
     """The list hpo's round 1 samples: Optuna's RandomSampler seeded as hpo seeds round 1."""
     import optuna
 
-    from hpo.spec import parse_spec
-    from hpo.tune import decode, optuna_space, round_seed
+    from hpo.config.spec import parse_spec
+    from hpo.search.bridge import decode, optuna_space, round_seed
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = parse_spec(spec_dict)
@@ -114,8 +114,8 @@ def draw_configs(spec_dict: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _setup(work: Path) -> tuple[dict[str, Any], list[dict[str, Any]], Any, Any]:
-    from hpo.data import load_dataset
-    from hpo.spec import parse_spec
+    from hpo.data.dataset import load_dataset
+    from hpo.config.spec import parse_spec
 
     job = json.loads((work / "job.json").read_text())
     spec = parse_spec(job["spec"])
@@ -126,7 +126,7 @@ def _setup(work: Path) -> tuple[dict[str, Any], list[dict[str, Any]], Any, Any]:
 def run_bare(work: Path) -> dict[str, Any]:
     import torch
 
-    from hpo.trainable import train_trial
+    from hpo.trial.train import train_trial
 
     t0 = time.perf_counter()
     torch.set_num_threads(1)
@@ -145,8 +145,8 @@ def run_optuna(work: Path) -> dict[str, Any]:
     import optuna
     import torch
 
-    from hpo.space import Categorical, Float, Int
-    from hpo.trainable import train_trial
+    from hpo.search.space import Categorical, Float, Int
+    from hpo.trial.train import train_trial
 
     t0 = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -204,8 +204,8 @@ def run_ray_tune(work: Path) -> dict[str, Any]:
     from ray.air.integrations.mlflow import MLflowLoggerCallback
     from ray.tune.search.optuna import OptunaSearch
 
-    from hpo.space import Categorical, Float, Int
-    from hpo.trainable import train_trial
+    from hpo.search.space import Categorical, Float, Int
+    from hpo.trial.train import train_trial
 
     t0 = time.perf_counter()
     job, configs, spec, data = _setup(work)
@@ -261,19 +261,20 @@ def run_ray_tune(work: Path) -> dict[str, Any]:
 def run_hpo(work: Path) -> dict[str, Any]:
     import yaml
 
-    import hpo.tune
+    import hpo.execution.cluster
+    import hpo.execution.round
     from hpo.cli import main as hpo_main
-    from hpo.journal import Journal
+    from hpo.tracking.journal import Journal
 
     t0 = time.perf_counter()
     job = json.loads((work / "job.json").read_text())
     study = work / "study.yaml"
     study.write_text(yaml.safe_dump(job["spec"], sort_keys=False))
     t1 = time.perf_counter()
-    hpo.tune.start_ray(None)  # what `hpo search` does first; run_study then finds Ray running
+    hpo.execution.cluster.start_ray(None)  # what `hpo search` does first; run_study finds it
     t2 = time.perf_counter()
     rounds: list[float] = []
-    run_round = hpo.tune.run_round
+    run_round = hpo.execution.round.run_round
     first, round_start = FirstTrial(), []
 
     def timed_round(*args: Any, callbacks: Any = (), **kwargs: Any) -> Any:
@@ -286,8 +287,9 @@ def run_hpo(work: Path) -> dict[str, Any]:
 
     waits: list[float] = []
     try:
-        with _bench.patched(hpo.tune, run_round=timed_round,
-                            await_warm_workers=_bench.returns(hpo.tune.await_warm_workers, waits)):
+        with _bench.patched(hpo.execution.round, run_round=timed_round), \
+                _bench.patched(hpo.execution.cluster, await_warm_workers=_bench.returns(
+                    hpo.execution.cluster.await_warm_workers, waits)):
             code = hpo_main(["search", str(study), "--quiet", "--tracking-uri",
                              f"sqlite:///{work / 'mlflow.db'}", "--study-root",
                              str(work / "hpo_runs")])
@@ -473,7 +475,7 @@ def render(summary: dict[str, Any], args: argparse.Namespace, runners: list[str]
         f"these configurations; bare and Optuna (`enqueue_trial`) get them directly; Ray Tune "
         f"gets them as `OptunaSearch(points_to_evaluate=...)`. *configs* checks what each "
         f"runner actually trained against the list. Every trial body is "
-        f"`hpo.trainable.train_trial`. Each runner is its own subprocess; times are "
+        f"`hpo.trial.train.train_trial`. Each runner is its own subprocess; times are "
         f"median (min–max) over runs. *× ideal* = median trials wall / (bare median / "
         f"{cores} cores). *warm workers wait* = hpo only, once per study: after its sanity "
         f"checks, how long it waited for the rest of the worker processes that Ray started "

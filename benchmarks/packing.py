@@ -6,7 +6,7 @@
 
 Every configuration is trained to completion (the same lr/weight-decay draws, in the same order,
 for every row: a row of T trials trains the first T); "unpacked" is hpo's own trial loop
-(hpo.trainable.train_trial), one configuration after another; "pack N" is hpo.packing.train_pack
+(hpo.trial.train.train_trial), one configuration after another; "pack N" is hpo.trial.pack.train_pack
 over groups of N. One torch thread, in-process, on ``--device``: this measures the arithmetic and
 Python overhead of training, not Ray's scheduling. Rows may train different numbers of trials
 (``--unpacked-trials``, ``--packs-per-row``: a slow runner gets fewer, so each row runs a few
@@ -37,10 +37,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench  # noqa: E402
 
-from hpo.data import load_dataset  # noqa: E402
-from hpo.packing import train_pack  # noqa: E402
-from hpo.spec import parse_spec  # noqa: E402
-from hpo.trainable import TrialOutcome, train_trial  # noqa: E402
+from hpo.data.dataset import load_dataset  # noqa: E402
+from hpo.trial.pack import train_pack  # noqa: E402
+from hpo.config.spec import parse_spec  # noqa: E402
+from hpo.trial.train import TrialOutcome, train_trial  # noqa: E402
 
 
 def configs(n: int, epochs: int) -> list[dict]:

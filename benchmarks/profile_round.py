@@ -59,8 +59,9 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     import pyinstrument
     import yaml
 
-    import hpo.callback
-    import hpo.tune
+    import hpo.execution.cluster
+    import hpo.execution.round
+    import hpo.tracking.writer
     from hpo.cli import main as hpo_main
 
     spec = framework_overhead.study_dict(seed=0, trials=args.trials, epochs=args.epochs)
@@ -68,11 +69,11 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         spec["search"]["pack"] = args.pack
     work = Path(tempfile.mkdtemp(prefix="hpo-profile-"))
     (work / "study.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    hpo.tune.start_ray(None)
+    hpo.execution.cluster.start_ray(None)
 
     timeline, writes = Timeline(), []
     round_info: dict[str, Any] = {}
-    run_round, write = hpo.tune.run_round, hpo.callback.StudyCallback._run
+    run_round, write = hpo.execution.round.run_round, hpo.tracking.writer.Writer._run
 
     def profiled_round(*a: Any, callbacks: Any = (), **kw: Any) -> Any:
         profiler = pyinstrument.Profiler(interval=0.005)
@@ -94,9 +95,10 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
 
     waits: list[float] = []
     try:
-        with _bench.patched(hpo.tune, run_round=profiled_round,
-                            await_warm_workers=_bench.returns(hpo.tune.await_warm_workers, waits)), \
-                _bench.patched(hpo.callback.StudyCallback, _run=timed_write):
+        with _bench.patched(hpo.execution.round, run_round=profiled_round), \
+                _bench.patched(hpo.execution.cluster, await_warm_workers=_bench.returns(
+                    hpo.execution.cluster.await_warm_workers, waits)), \
+                _bench.patched(hpo.tracking.writer.Writer, _run=timed_write):
             code = hpo_main(["search", str(work / "study.yaml"), "--quiet", "--tracking-uri",
                              f"sqlite:///{work / 'mlflow.db'}", "--study-root",
                              str(work / "runs")])

@@ -83,10 +83,10 @@ class Probe(_bench.Sampler):
 
     def install(self) -> None:
         """Add the completion callback to every round, and time hpo's writer thread."""
-        import hpo.callback
-        import hpo.tune
+        import hpo.execution.round
+        import hpo.tracking.writer
 
-        run_round, write = hpo.tune.run_round, hpo.callback.StudyCallback._run
+        run_round, write = hpo.execution.round.run_round, hpo.tracking.writer.Writer._run
 
         def with_probe(*args: Any, callbacks: Any = (), **kwargs: Any) -> Any:
             return run_round(*args, callbacks=[*callbacks, self.callback()], **kwargs)
@@ -99,8 +99,8 @@ class Probe(_bench.Sampler):
                 self.writes.append((self.now(), getattr(fn, "__name__", "?"),
                                     time.perf_counter() - start))
 
-        hpo.tune.run_round = with_probe  # hpo.study imports it from hpo.tune at call time
-        hpo.callback.StudyCallback._run = timed_write
+        hpo.execution.round.run_round = with_probe  # hpo.study imports it at call time
+        hpo.tracking.writer.Writer._run = timed_write
 
 
 def windows(probe: Probe, *, size: int, concurrency: int) -> list[dict[str, float]]:
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import yaml
 
-    import hpo.tune
+    import hpo.execution.cluster
     from hpo.cli import main as hpo_main
 
     work = Path(tempfile.mkdtemp(prefix="hpo-scale-"))
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
                                                epochs=args.epochs, seed=args.seed)))
     machine = _bench.machine()
     t_ray = time.perf_counter()
-    hpo.tune.start_ray(None)
+    hpo.execution.cluster.start_ray(None)
     ray_start = time.perf_counter() - t_ray
     probe = Probe()
     probe.install()

@@ -143,10 +143,10 @@ class Clock:
 
     @contextmanager
     def installed(self) -> Iterator[Clock]:
-        import hpo.callback
-        import hpo.final
-        import hpo.tracking
-        import hpo.tune
+        import hpo.execution.callback
+        import hpo.study.final
+        import hpo.tracking.store
+        import hpo.execution.round
 
         patches: list[tuple[Any, str, Any]] = []
 
@@ -154,17 +154,19 @@ class Clock:
             patches.append((owner, name, owner.__dict__[name]))
             setattr(owner, name, new)
 
-        tracker = hpo.tracking.Tracker
+        tracker = hpo.tracking.store.Tracker
         for name, fn in list(vars(tracker).items()):
             if callable(fn) and not name.startswith("_"):
                 patch(tracker, name, self.tracker_method(fn))
         for name in TRIAL_HOOKS:
-            if name in vars(hpo.callback.StudyCallback):
-                patch(hpo.callback.StudyCallback, name,
-                      self.trial_hook(vars(hpo.callback.StudyCallback)[name]))
-        # hpo.study imports these inside its functions, at call time: patching the modules works
-        patch(hpo.tune, "run_round", self.wall("rounds_wall", hpo.tune.run_round))
-        patch(hpo.final, "log_best_model", self.wall("model_logging", hpo.final.log_best_model))
+            if name in vars(hpo.execution.callback.StudyCallback):
+                patch(hpo.execution.callback.StudyCallback, name,
+                      self.trial_hook(vars(hpo.execution.callback.StudyCallback)[name]))
+        # hpo.study.run imports these inside its functions, at call time: patching the modules works
+        patch(hpo.execution.round, "run_round",
+              self.wall("rounds_wall", hpo.execution.round.run_round))
+        patch(hpo.study.final, "log_best_model",
+              self.wall("model_logging", hpo.study.final.log_best_model))
         try:
             yield self
         finally:
@@ -216,7 +218,7 @@ def mlflow_server(folder: Path) -> Iterator[str]:
 
 
 def one_study(clock: Clock, spec: Any, uri: str, folder: Path) -> Timings:
-    from hpo.study import run_study
+    from hpo.study.run import run_study
 
     clock.now = Timings()
     start = time.perf_counter()
@@ -306,8 +308,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from hpo.spec import parse_spec
-    from hpo.tune import start_ray
+    from hpo.config.spec import parse_spec
+    from hpo.execution.cluster import start_ray
 
     raw = {**STUDY, "search": {**STUDY["search"], "trials_per_round": args.trials},
            "train": {**STUDY["train"], "epochs": args.epochs}}

@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> Any:
     if name in ("Spec", "load_spec", "parse_spec"):
-        from hpo import spec
+        from hpo.config import spec
 
         return getattr(spec, name)
     raise AttributeError(f"module 'hpo' has no attribute {name!r}")

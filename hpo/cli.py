@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _load(args: argparse.Namespace):
     import dataclasses
 
-    from hpo.spec import load_spec
+    from hpo.config.spec import load_spec
 
     spec = load_spec(args.space)
     if args.seed is not None:
@@ -98,24 +98,24 @@ def _dispatch(args: argparse.Namespace) -> int:
               + (f": {', '.join(dists)}" if dists else ""), file=sys.stderr)
         return 0
     if args.command == "search":
-        from hpo.study import run_study
+        from hpo.study.run import run_study
 
         spec = _load(args)
         run_study(spec, address=args.address, tracking_uri=args.tracking_uri, quiet=args.quiet,
                   force=args.force, resume=args.resume, study_root=args.study_root)
         return 0
     if args.command == "check":
-        from hpo.single import check_only
+        from hpo.study.single import check_only
 
         return 0 if check_only(_load(args), tracking_uri=args.tracking_uri) else 1
     if args.command == "train":
-        from hpo.single import train_fixed
+        from hpo.study.single import train_fixed
 
         spec = _load(args)
         train_fixed(spec, tracking_uri=args.tracking_uri, quiet=args.quiet)
         return 0
     if args.command == "ui":
-        from hpo.tracking import resolve_tracking_uri
+        from hpo.tracking.store import resolve_tracking_uri
 
         uri = resolve_tracking_uri(args.tracking_uri, None)
         mlflow = os.path.join(os.path.dirname(sys.executable), "mlflow")

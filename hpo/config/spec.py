@@ -18,7 +18,9 @@ from typing import Any
 import yaml
 
 from hpo.errors import Problem, SpecError
-from hpo.space import Categorical, Distribution, Numeric, is_distribution_form, parse_distribution
+from hpo.trial.direction import Direction
+from hpo.trial.metrics import METRICS
+from hpo.search.space import Categorical, Distribution, Numeric, is_distribution_form, parse_distribution
 from models.config import ModelConfig
 from models.registry import ACTIVATIONS, ARCHITECTURES, INITIALIZERS, Registry
 
@@ -35,8 +37,6 @@ __all__ = [
     "parse_spec",
 ]
 
-#: Metrics every trial reports per epoch; ``search.metric`` must be one of them.
-METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss", "gap")
 
 _MISSING = object()
 
@@ -313,7 +313,7 @@ SEARCHABLE: dict[str, tuple[str, Rule]] = {
 
 @dataclass(frozen=True, kw_only=True)
 class SearchSpec:
-    metric: str = rule(OneOf(METRICS), "val_accuracy")  # what "best" means
+    metric: str = rule(OneOf(tuple(METRICS)), "val_accuracy")  # what "best" means
     mode: str | None = rule(OneOf(("max", "min"), optional=True), None)  # default: from metric
     sampler: str = rule(OneOf(("random", "qmc", "tpe")), "random")  # grid is not offered
     rounds: int = rule(Number(low=1, integer=True), 3)  # round 1 coarse, later rounds refine
@@ -335,10 +335,9 @@ class SearchSpec:
     pack: int | str = rule(Pack(), 1)
 
     @property
-    def resolved_mode(self) -> str:
-        if self.mode is not None:
-            return self.mode
-        return "min" if self.metric.endswith("loss") or self.metric == "gap" else "max"
+    def resolved_mode(self) -> Direction:
+        """``mode``, else the metric's own direction (losses and the gap: min)."""
+        return Direction(self.mode) if self.mode is not None else METRICS[self.metric]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -639,7 +638,7 @@ _DIST_HELP = {
 def _cross_checks(spec: Spec) -> list[Problem]:
     problems = []
     d = spec.data
-    from hpo._download import REMOTES, checksum_problem  # standard library only: stays fast
+    from hpo.data._download import REMOTES, checksum_problem  # standard library only: stays fast
 
     fetchable = d.source in REMOTES
     if d.source != "digits" and d.path is None and not (d.download and fetchable):

@@ -1,7 +1,7 @@
 """Readers for the file formats users bring: IDX (MNIST), CIFAR-10 python batches, npz, csv.
 
 Each reader checks what it reads and raises DataError naming the file and the problem; none of
-them scales or splits (``hpo.data`` does). Arrays come back as NumPy: images ``(N, C, H, W)``
+them scales or splits (``hpo.data.dataset`` does). Arrays come back as NumPy: images ``(N, C, H, W)``
 uint8 as stored, features float, labels int64.
 """
 

@@ -20,7 +20,7 @@ Sources (``data.source``), one loader each in ``SOURCES``:
 
 ``data.download: true`` fetches the standard files of mnist / fashion_mnist / cifar10 into
 ``data.path`` (default ``~/.cache/hpo/<source>``) unless they are there already; see
-``hpo._download``.
+``hpo.data._download``.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from hpo import _data_files as files
-from hpo._download import REMOTES, default_folder, fetch
+from hpo.data import _files as files
+from hpo.data._download import REMOTES, default_folder, fetch
 from hpo.errors import DataError, UnknownNameError
-from hpo.spec import DataSpec
+from hpo.config.spec import DataSpec
 
 __all__ = [
     "SOURCES",
@@ -221,7 +221,7 @@ def _flat(x: np.ndarray) -> np.ndarray:
     return x.reshape(len(x), math.prod(x.shape[1:]))  # (N, D), also for N = 0
 
 
-#: The notes' preprocessing steps by name (the same names as ``hpo.spec.PREPROCESS``).
+#: The notes' preprocessing steps by name (the same names as ``hpo.config.spec.PREPROCESS``).
 STEPS: dict[str, Step] = {
     "zero_center": ZeroCenter(),
     "per_channel_mean": PerChannelMean(),
@@ -503,7 +503,7 @@ def _load_csv(spec: DataSpec) -> RawData:
                    class_names=names)
 
 
-#: One loader per ``data.source`` (the same names as ``hpo.spec.SOURCES``).
+#: One loader per ``data.source`` (the same names as ``hpo.config.spec.SOURCES``).
 SOURCES: dict[str, Callable[[DataSpec], RawData]] = {
     "digits": _load_digits,
     "mnist": _load_idx,

@@ -2,7 +2,7 @@
 
 Optuna asks for the pack's first member over the whole space; the other members are asked with
 every structural parameter pinned to the first member's value, so only the per-member ones
-(``hpo.packing.PER_MEMBER``) vary. Each member is its own Optuna trial and is told its own
+(``hpo.trial.pack.PER_MEMBER``) vary. Each member is its own Optuna trial and is told its own
 result, so the sampler learns from members exactly as from unpacked trials.
 """
 
@@ -15,7 +15,8 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
-from hpo.packing import PER_MEMBER
+from hpo.trial.direction import Direction
+from hpo.trial.pack import PER_MEMBER
 
 __all__ = ["PACK_KEY", "PackedOptunaSearch", "member_key"]
 
@@ -35,7 +36,7 @@ class PackedOptunaSearch(Searcher):
         self._space = dict(space)  # name -> Optuna distribution
         self._pack, self._remaining = pack, total
         self._study = optuna.create_study(
-            sampler=sampler, direction="maximize" if mode == "max" else "minimize")
+            sampler=sampler, direction=Direction.of(mode).optuna)
         self._live: dict[str, list[optuna.trial.Trial]] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:

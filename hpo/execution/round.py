@@ -6,247 +6,21 @@ The driver owns everything stateful (MLflow, the progress line); trials only tra
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hpo.data import Dataset
-from hpo.errors import InputError, RunError
-from hpo.space import Categorical, Distribution, Float, Int
-from hpo.spec import Spec
+from hpo.config.spec import Spec
+from hpo.data.dataset import Dataset
+from hpo.execution import _ray_private
+from hpo.execution.cluster import concurrent_trials, quiet_libraries, warm_pool_started
+from hpo.search.bridge import decode, encode, make_sampler, optuna_space, round_seed
+from hpo.search.space import Categorical, Distribution, Int
 
-__all__ = ["EpochReports", "await_warm_workers", "decode", "optuna_space",
-           "prestart_warm_workers", "round_seed", "run_round", "start_ray"]
-
-# Ray Tune's per-trial CSV/JSON/TensorBoard loggers: the driver's MLflow callback replaces them.
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")
-os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-
-
-def quiet_libraries() -> None:
-    """Keep the terminal for hpo's own progress and tables."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for name in ("ray.tune", "ray.tune.analysis.experiment_analysis", "mlflow"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
-#: What a Ray that hpo starts on this machine does as it starts: one worker process per CPU,
-#: each importing torch and hpo's trainer before any trial asks for one, and ``torch._dynamo``,
-#: which torch imports when the first optimizer is made (1.7 s here). A round's trial actors land
-#: in those processes (see ``_tune_for_short_trials``), so its first trials do not pay for a
-#: process and those imports while the driver waits.
-WARM_WORKERS = {"preload_python_modules": ["torch", "torch._dynamo", "ray.tune", "hpo.tune",
-                                           "hpo.trainable", "hpo._warm_worker"],
-                # Ray kills a worker idle for more than a second (its default) when the first
-                # actor asks for one, and starts a cold one instead.
-                "idle_worker_killing_time_threshold_ms": 300_000}
-
-
-@dataclass
-class _WarmPool:
-    """The warm workers of the Ray session this process started with WARM_WORKERS."""
-
-    session: str
-    started: int  # asked of Ray so far: one per CPU as it starts, then each prestart's
-    used: set[bytes] = field(default_factory=set)  # given to a round; they end with its actors
-
-
-_pool: _WarmPool | None = None
-
-
-def _session() -> str:
-    import ray
-
-    return ray._private.worker.global_worker.node.session_name
-
-
-def start_ray(address: str | None) -> bool:
-    """Connect to ``address`` (or RAY_ADDRESS), else start Ray in-process; True if we started it."""
-    import ray
-
-    global _pool
-    quiet_libraries()
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict[str, Any] = dict(
-        logging_level=logging.ERROR, log_to_driver=False, configure_logging=True
-    )
-    try:
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            ray.init(include_dashboard=False, _system_config=WARM_WORKERS, **kwargs)
-            _pool = _WarmPool(_session(), int(ray.cluster_resources().get("CPU", 0)))
-    except ConnectionError as exc:
-        raise RunError(_connect_error(address, exc)) from None
-    return not address
-
-
-def _warm_pool() -> _WarmPool | None:
-    """The warm workers, if Ray runs and is the session this process started."""
-    import ray
-
-    if _pool is not None and ray.is_initialized() and _session() == _pool.session:
-        return _pool
-    return None
-
-
-def _warm_count(spec: Spec) -> int:
-    import ray
-
-    return min(concurrent_trials(spec), int(ray.cluster_resources().get("CPU", 1)))
-
-
-def _ready_workers() -> set[bytes]:
-    from ray.experimental import internal_kv
-
-    from hpo._warm_worker import NAMESPACE, PREFIX
-
-    return set(internal_kv._internal_kv_list(PREFIX, namespace=NAMESPACE))
-
-
-def await_warm_workers(spec: Spec, *, timeout: float = 60.0) -> float:
-    """Wait until as many warm workers as the next round runs trials at once are ready (or
-    ``timeout`` passes); the seconds waited. Only for a Ray this process started.
-
-    A round must not start while some are still importing torch: Tune would hand the trials
-    of the slow ones to the first actor to finish a short trial, and drop the slow ones, so the
-    round would run on fewer workers.
-    """
-    import time
-
-    pool = _warm_pool()
-    if pool is None:
-        return 0.0
-    count, start = min(_warm_count(spec), pool.started - len(pool.used)), time.monotonic()
-    while len(_ready_workers() - pool.used) < count and time.monotonic() - start < timeout:
-        time.sleep(0.05)
-    pool.used.update(_ready_workers())
-    return time.monotonic() - start
-
-
-def prestart_warm_workers(spec: Spec) -> bool:
-    """Have Ray start the next round's warm workers now, so that they import torch while this
-    round's results are written and its ranges refined (this round's workers end with its
-    actors). Only for a Ray this process started; True if Ray took the request.
-
-    Ray starts warm workers by itself only once, as it starts; its raylet's PrestartWorkers
-    call (which Ray's core worker uses) starts more for this job and keeps them for up to ten
-    minutes until an actor takes them.
-    """
-    pool = _warm_pool()
-    if pool is None:
-        return False
-    count = _warm_count(spec)
-    try:
-        import ray
-        from ray._private.grpc_utils import init_grpc_channel
-        from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc
-
-        node = ray._private.worker.global_worker.node
-        channel = init_grpc_channel(f"{node.node_ip_address}:{node.node_manager_port}")
-        node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(
-            node_manager_pb2.PrestartWorkersRequest(
-                language=common_pb2.PYTHON,
-                job_id=bytes.fromhex(ray.get_runtime_context().get_job_id()),
-                keep_alive_duration_secs=600, num_workers=count),
-            timeout=10)
-        channel.close()
-    except Exception:  # noqa: BLE001 - without them the next round starts its own, colder
-        return False
-    pool.started += count
-    return True
-
-
-def _connect_error(address: str | None, exc: Exception) -> str:
-    if "No node info found" in str(exc.__cause__):  # GCS reached, but no Ray node runs here
-        return (f"cannot drive the Ray cluster at {address!r} from this machine: a Ray driver "
-                f"needs a Ray node where it runs. Join the cluster without resources first, "
-                f"`ray start --address {address} --num-cpus 0 --num-gpus 0`, or run hpo on "
-                f"one of its nodes")
-    # A wrong or missing token looks the same from here (Ray only logs the reason).
-    return (f"cannot reach the Ray cluster at {address!r}: {exc} (check the address; with token "
-            f"authentication, RAY_AUTH_MODE=token and RAY_AUTH_TOKEN must hold its token)")
-
-
-def round_seed(seed: int, round_index: int) -> int:
-    """The sampler seed of round k: same study seed, same rounds."""
-    return int(np.random.SeedSequence([seed, round_index]).generate_state(1)[0])
-
-
-def _is_plain(value: Any) -> bool:
-    return value is None or isinstance(value, (bool, int, float, str))
-
-
-def _key(value: Any) -> str:
-    import yaml
-
-    return yaml.safe_dump(list(value) if isinstance(value, tuple) else value,
-                          default_flow_style=True).strip()
-
-
-def optuna_space(ranges: Mapping[str, Distribution]) -> dict[str, Any]:
-    """Our distributions as Optuna's; log ranges stay log. Non-scalar choices become strings."""
-    import optuna.distributions as od
-
-    out: dict[str, Any] = {}
-    for name, dist in ranges.items():
-        if isinstance(dist, Int):
-            out[name] = od.IntDistribution(int(dist.low), int(dist.high), log=dist.log)
-        elif isinstance(dist, Float):
-            out[name] = od.FloatDistribution(dist.low, dist.high, log=dist.log)
-        elif isinstance(dist, Categorical):
-            choices = [c if _is_plain(c) else _key(c) for c in dist.choices]
-            out[name] = od.CategoricalDistribution(choices)
-        else:  # pragma: no cover - the spec admits no other kind
-            raise TypeError(f"unsupported distribution {dist!r}")
-    return out
-
-
-def encode(ranges: Mapping[str, Distribution], values: Mapping[str, Any]) -> dict[str, Any]:
-    """Sampled values in Optuna's terms (lists as the strings optuna_space uses): decode's
-    inverse."""
-    return {n: _key(values[n]) if isinstance(d, Categorical) and not _is_plain(values[n])
-            else values[n] for n, d in ranges.items()}
-
-
-def decode(ranges: Mapping[str, Distribution], config: Mapping[str, Any]) -> dict[str, Any]:
-    """A sampled config back in our terms (string-encoded choices back to lists)."""
-    out = {}
-    for name, dist in ranges.items():
-        value = config[name]
-        if isinstance(dist, Categorical) and isinstance(value, str):
-            lookup = {_key(c): c for c in dist.choices if not _is_plain(c)}
-            value = lookup.get(value, value)
-        out[name] = value
-    return out
-
-
-def make_sampler(kind: str, seed: int, trials: int):
-    import optuna
-
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if kind == "qmc":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.QMCSampler(seed=seed, scramble=True,
-                                              warn_independent_sampling=False)
-    if kind == "tpe":
-        # A third of the round (at most 10) is random start-up before TPE models the results.
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, trials // 3)))
-    raise InputError(f"search.sampler: unknown sampler {kind!r} (allowed: random | qmc | tpe)")
+__all__ = ["EpochReports", "pack_size", "run_round"]
 
 
 #: With no scheduler reading intermediate results (FIFO), a trial sends its epochs to the driver
@@ -305,7 +79,7 @@ def _trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
     import ray
     import torch
 
-    from hpo.trainable import train_trial, trial_device
+    from hpo.trial.train import train_trial, trial_device
 
     torch.set_num_threads(threads)
     params = spec.resolve(decode(ranges, config))
@@ -325,13 +99,13 @@ def _packed_trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
     import ray
     import torch
 
-    from hpo._pack_search import PACK_KEY, member_key
-    from hpo.packing import train_pack
-    from hpo.trainable import trial_device
+    from hpo.execution.packed_search import PACK_KEY, member_key
+    from hpo.trial.pack import train_pack
+    from hpo.trial.train import trial_device
 
     torch.set_num_threads(threads)
     members = [spec.resolve(decode(ranges, m)) for m in config[PACK_KEY]]
-    metric, pick = spec.search.metric, max if spec.search.resolved_mode == "max" else min
+    metric, direction = spec.search.metric, spec.search.resolved_mode
     reports = _epoch_reports(spec, top=(metric, "epoch", *(member_key(i, metric)
                                                            for i in range(len(members)))))
 
@@ -341,7 +115,7 @@ def _packed_trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
             if metrics is not None:
                 flat.update({member_key(i, k): v for k, v in metrics.items()})
                 flat["epoch"] = metrics["epoch"]
-        flat[metric] = pick(m[metric] for m in per_member if m is not None)
+        flat[metric] = direction.best(m[metric] for m in per_member if m is not None)
         reports(flat)
 
     try:
@@ -353,7 +127,7 @@ def _packed_trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
 
 def pack_size(spec: Spec, num_trials: int) -> int:
     """Members per Ray trial for this study: 1 where packing does not apply."""
-    from hpo.packing import packable
+    from hpo.trial.pack import packable
 
     pack = spec.search.pack
     if pack == "auto":
@@ -388,14 +162,14 @@ def run_round(
     from ray.tune.search.optuna import OptunaSearch
 
     s = spec.search
-    mode = s.resolved_mode
+    mode = s.resolved_mode.value  # Ray reads a plain "max" | "min"
     quiet_libraries()
     pack = pack_size(spec, num_trials) if ranges else 1
     seed = round_seed(spec.seed, round_index) if not attempt else int(
         np.random.SeedSequence([spec.seed, round_index, attempt]).generate_state(1)[0])
     sampler = make_sampler(s.sampler, seed, num_trials)
     if pack > 1:
-        from hpo._pack_search import PackedOptunaSearch
+        from hpo.execution.packed_search import PackedOptunaSearch
 
         searcher: Any = PackedOptunaSearch(space=optuna_space(ranges), metric=s.metric,
                                            mode=mode, sampler=sampler, pack=pack,
@@ -418,7 +192,7 @@ def run_round(
         scheduler = FIFOScheduler()
     cpu = s.resources_per_trial["cpu"]
     # A Ray this process started keeps the resources it started with; a cluster may grow.
-    fixed, slots = _warm_pool() is not None, concurrent_trials(spec)
+    fixed, slots = warm_pool_started(), concurrent_trials(spec)
     trainable = tune.with_resources(
         tune.with_parameters(_packed_trainable if pack > 1 else _trainable,
                              data=data_ref, spec=spec, ranges=dict(ranges),
@@ -449,18 +223,6 @@ def run_round(
         tuner.fit()  # results reach the driver through the callbacks, as they happen
 
 
-def concurrent_trials(spec: Spec) -> int:
-    """How many of the study's trials the Ray cluster runs at once, as it is now."""
-    import ray
-
-    s = spec.search
-    total = ray.cluster_resources()
-    fits = [total.get(kind.upper(), 0.0) / need
-            for kind, need in s.resources_per_trial.items() if need > 0]
-    slots = max(1, int(min(fits))) if fits else 1
-    return min(slots, s.max_concurrent_trials or slots)
-
-
 #: Tune's period for saving a run's state while hpo runs it: a year, so only as the round ends.
 CHECKPOINT_NEVER_S = 365 * 24 * 3600
 
@@ -484,34 +246,14 @@ def _tune_for_short_trials(pending: int | None = None) -> Iterator[None]:
       memory for each trial, to resume a run that stopped. hpo resumes from its own journal,
       so a round saves it as it ends (``TUNE_GLOBAL_CHECKPOINT_S``, unless set).
     """
-    from ray.tune import registry
-    from ray.tune.execution import class_cache
-
-    env = dict(class_cache.DEFAULT_ENV_VARS)
-    class_cache.DEFAULT_ENV_VARS.pop("PL_DISABLE_FORK", None)
     settings = {"TUNE_GLOBAL_CHECKPOINT_S": str(CHECKPOINT_NEVER_S)}
     if pending is not None:
         settings["TUNE_MAX_PENDING_TRIALS_PG"] = str(pending)
     ours = [name for name in settings if name not in os.environ]  # the user's stay theirs
     os.environ.update({name: settings[name] for name in ours})
-    store, seen = registry._global_registry, {}
-
-    def get(category: str, key: str, lookup=store.get) -> Any:
-        if category != registry.TRAINABLE_CLASS:
-            return lookup(category, key)
-        if key not in seen:
-            seen[key] = lookup(category, key)
-        return seen[key]
-
-    def contains(category: str, key: str, lookup=store.contains) -> bool:
-        return category == registry.TRAINABLE_CLASS and key in seen or lookup(category, key)
-
-    store.get, store.contains = get, contains  # on the instance: the class keeps Ray's
     try:
-        yield
+        with _ray_private.tune_actor_env(), _ray_private.memoized_trainable_lookups():
+            yield
     finally:
-        del store.get, store.contains
         for name in ours:
             os.environ.pop(name, None)
-        class_cache.DEFAULT_ENV_VARS.clear()
-        class_cache.DEFAULT_ENV_VARS.update(env)

@@ -12,7 +12,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from hpo.space import Categorical, Distribution, Float, Int, Numeric  # noqa: E402
+from hpo.search.bridge import choice_key  # noqa: E402
+from hpo.search.space import Categorical, Distribution, Float, Int, Numeric  # noqa: E402
+from hpo.trial.direction import Direction  # noqa: E402
 
 __all__ = ["activation_histograms", "learning_curves", "optuna_figures", "round_figure"]
 
@@ -33,7 +35,7 @@ def round_figure(round_index: int, metric: str, mode: str, ranges: Mapping[str, 
         if points:
             xs, ys = zip(*points)
             ax.scatter(xs, ys, s=18, color="tab:blue", label="trials", zorder=3)
-            best = (max if mode == "max" else min)(points, key=lambda p: p[1])
+            best = Direction.of(mode).best(points, key=lambda p: p[1])
             ax.scatter([best[0]], [best[1]], s=60, marker="*", color="tab:red", zorder=4,
                        label="best")
         for x in failed:
@@ -91,16 +93,16 @@ def optuna_figures(records: Sequence[Any], ranges_by_round: Sequence[Mapping[str
     import optuna
     from optuna.visualization import matplotlib as ovm
 
-    from hpo.tune import optuna_space
+    from hpo.search.bridge import optuna_space
 
     done = [r for r in records if r.metric(metric) is not None and r.sampled]
     if len(done) < 3:
         return {}
     spans = _union(ranges_by_round, done)
     dists = optuna_space(spans)
-    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    study = optuna.create_study(direction=Direction.of(mode).optuna)
     for r in done:
-        params = {k: (v if not isinstance(v, tuple) else _choice_key(v)) for k, v in
+        params = {k: (v if not isinstance(v, tuple) else choice_key(v)) for k, v in
                   r.sampled.items() if k in dists}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
                                                   value=r.metric(metric)))
@@ -117,12 +119,6 @@ def optuna_figures(records: Sequence[Any], ranges_by_round: Sequence[Mapping[str
         fig.set_size_inches(8, 4.5)
         fig.tight_layout()
     return figures
-
-
-def _choice_key(value: tuple) -> str:
-    from hpo.tune import _key
-
-    return _key(value)
 
 
 def _union(ranges_by_round: Sequence[Mapping[str, Distribution]],

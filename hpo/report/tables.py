@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from hpo.space import Categorical, Distribution, Numeric
+from hpo.search.space import Categorical, Distribution, Numeric
 
 __all__ = ["fmt_range", "fmt_value", "table"]
 
@@ -41,44 +41,3 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, markdown: bo
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-def advice(records: Sequence[Any], *, metric: str, gap_threshold: float) -> list[str]:
-    """What the trials say, in the notes' words: one sentence per finding."""
-    out: list[str] = []
-    done = [r for r in records if r.status not in ("running", "failed")]
-    if not done:
-        return ["no trial finished: look at the failed runs' hpo.error tags"]
-    over = [r for r in done if r.status == "overfitting"]
-    if over:
-        out.append(f"{len(over)} of {len(done)} trials overfit (train - val accuracy > "
-                   f"{gap_threshold:g}): increase regularization (weight_decay, dropout) or "
-                   f"reduce capacity (fewer or narrower layers).")
-    under = [r for r in done if r.status == "underfitting"]
-    if under:
-        out.append(f"{len(under)} trials underfit (train and val accuracy both low): raise "
-                   f"capacity, train longer, or look at the learning rate.")
-    diverged = [r for r in done if r.status == "diverged"]
-    if diverged:
-        lrs = sorted(r.params["lr"] for r in diverged if "lr" in r.params)
-        where = f" at lr {fmt_value(lrs[0])} to {fmt_value(lrs[-1])}" if lrs else ""
-        healthy = sorted(r.params["lr"] for r in done if r.status != "diverged" and "lr" in r.params)
-        top = f"; the highest lr that trained was {fmt_value(healthy[-1])}" if healthy else ""
-        out.append(f"{len(diverged)} trials diverged (loss exploded){where}{top}: the learning "
-                   f"rate's upper end is too high.")
-    for flag, text in (("update-ratio-high", "update/weight ratio above 1e-2: learning rate "
-                        "probably too high"),
-                       ("update-ratio-low", "update/weight ratio below 1e-4: learning rate "
-                        "probably too low"),
-                       ("dead-units", "more than half of a layer's ReLU units dead: lower the "
-                        "learning rate or use leaky_relu / elu / maxout"),
-                       ("saturated-units", "more than half of a layer's units saturated: "
-                        "smaller initial weights (xavier), batchnorm, or relu")):
-        hit = [r for r in done if flag in getattr(r, "flags", [])]
-        if hit:
-            out.append(f"{len(hit)} trials with {text} (the notes aim for ~1e-3)."
-                       if flag.startswith("update") else f"{len(hit)} trials with {text}.")
-    if not out:
-        out.append("no trial overfit, underfit or diverged, and update/weight ratios stayed "
-                   "near 1e-3.")
-    return out

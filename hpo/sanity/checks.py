@@ -22,19 +22,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from hpo.data import Dataset
-from hpo.space import Categorical, Distribution, Numeric
-from hpo.spec import Spec
-from hpo.trainable import build_optimizer, l2_penalty, model_config, tensors, train_config
+from hpo.data.dataset import Dataset
+from hpo.search.space import Categorical, Distribution, Numeric
+from hpo.config.spec import Spec
+from hpo.trial.train import build_optimizer, l2_penalty, model_config, tensors, train_config
 
 __all__ = [
     "CheckResult",
-    "UpdateRatio",
-    "activation_stats",
-    "block_stats",
     "middle_config",
     "run_sanity_checks",
-    "sanity_table",
 ]
 
 #: Check 1 passes when |loss - ln C| <= this fraction of ln C.
@@ -45,8 +41,6 @@ TINY_SUBSET, TINY_STEPS = 20, 300
 LR_STEPS, TINY_LR_CHANGE, EXPLODE_FACTOR = 30, 0.02, 3.0
 #: Check 5: epochs of the short run; pass when val accuracy >= this multiple of chance.
 LEARN_EPOCHS, LEARN_OVER_CHANCE = 3, 2.0
-#: The notes' rule of thumb for update/weight ratios, and the band outside which a trial is flagged.
-TARGET_UPDATE_RATIO, UPDATE_RATIO_BAND = 1e-3, (1e-4, 1e-2)
 
 
 @dataclass
@@ -203,7 +197,7 @@ def run_sanity_checks(spec: Spec, data: Dataset, params: Mapping[str, Any] | Non
         {"sanity.tiny_lr_change": change, "sanity.huge_lr_peak": min(peak, 1e30)}))
 
     # 5. learns: a short run lifts val accuracy above chance
-    from hpo.trainable import train_trial
+    from hpo.trial.train import train_trial
 
     short = {**params, "epochs": LEARN_EPOCHS}
     outcome = train_trial(short, data, seed=seed)
@@ -231,88 +225,3 @@ def _regularization_probe(spec: Spec) -> float:
     if isinstance(wd, Numeric):
         return float(wd.high)
     return float(wd) if wd else 1e-2
-
-
-def sanity_table(results: list[CheckResult]) -> str:
-    from hpo.report import table
-
-    rows = [(r.name, "pass" if r.passed else "FAIL", r.measured, r.expected) for r in results]
-    text = table(("check", "result", "measured", "expected"), rows)
-    causes = [f"  {r.name}: {r.cause}" for r in results if not r.passed]
-    return text + ("\nlikely causes:\n" + "\n".join(causes) if causes else "")
-
-
-# ----------------------------------------------------------------------------- per trial
-
-
-class UpdateRatio:
-    """Per-layer ||W_after - W_before|| / ||W_before|| over one optimizer step.
-
-    ``before()`` copies the weight matrices/kernels (biases and BN scales are not what the rule
-    of thumb is about); ``after()`` returns the ratios by parameter name.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        self.params = [(n, p) for n, p in model.named_parameters()
-                       if p.requires_grad and p.dim() > 1]
-        self._copies: list[torch.Tensor] = []
-
-    def before(self) -> None:
-        self._copies = [p.detach().clone() for _, p in self.params]
-
-    def after(self) -> dict[str, float]:
-        if not self.params:
-            return {}
-        # (layers, 2): each layer's ||W_before|| and ||update||, fetched in one transfer
-        norms = torch.stack([torch.stack([old.norm(), (p.detach() - old).norm()])
-                             for (_, p), old in zip(self.params, self._copies)]).tolist()
-        return {name: step / norm if norm > 0 else math.inf
-                for (name, _), (norm, step) in zip(self.params, norms)}
-
-
-#: Activations whose units can die (never positive on any input).
-RELU_FAMILY = ("relu", "leaky_relu", "prelu", "elu", "maxout")
-
-
-@torch.no_grad()
-def activation_stats(model: nn.Module, x: torch.Tensor, activation: str
-                     ) -> dict[str, dict[str, Any]]:
-    """Per hidden block: ``block_stats`` as floats, and the activations themselves (flattened,
-    on the model's device) for histograms. Evaluation mode."""
-    blocks = list(getattr(model, "features", []))
-    captured: dict[int, torch.Tensor] = {}
-    hooks = [b.act.register_forward_hook(
-        lambda _m, _i, out, i=i: captured.__setitem__(i, out.detach()))
-        for i, b in enumerate(blocks)]
-    was = model.training
-    model.eval()
-    try:
-        model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was)
-    stats = {}
-    for i in range(len(blocks)):
-        a = captured[i]  # (N, H) or (N, C, H, W)
-        summary = block_stats(a, activation)
-        values = torch.stack(list(summary.values())).tolist()  # one transfer per block
-        stats[f"layer{i + 1}"] = {**dict(zip(summary, values)), "values": a.flatten()}
-    return stats
-
-
-def block_stats(a: torch.Tensor, activation: str) -> dict[str, torch.Tensor]:
-    """One block's activations ``a`` (N, H) or (N, C, H, W) summarized as 0-dim tensors: mean,
-    std, dead fraction (relu family), saturated fraction (sigmoid/tanh).
-
-    Tensor arithmetic only, so ``torch.func.vmap`` maps it over a pack's members.
-    """
-    units = a.transpose(0, 1).reshape(a.shape[1], -1)  # (H, N*spatial)
-    s = {"mean": a.mean(), "std": a.std()}
-    if activation in RELU_FAMILY:
-        s["dead"] = (units.max(1).values <= 0).float().mean()  # never positive
-    if activation == "tanh":
-        s["saturated"] = (a.abs() > 0.99).float().mean()
-    elif activation == "sigmoid":
-        s["saturated"] = ((a < 0.01) | (a > 0.99)).float().mean()
-    return s

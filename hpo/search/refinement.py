@@ -42,10 +42,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from hpo.space import Categorical, Distribution, Numeric
+from hpo.search.space import Categorical, Distribution, Numeric
+from hpo.trial.direction import Direction
+from hpo.trial.status import TrialStatus
 
 if TYPE_CHECKING:
-    from hpo.spec import Spec
+    from hpo.config.spec import Spec
 
 __all__ = [
     "Change",
@@ -78,23 +80,13 @@ class Reason(StrEnum):
 EXPLORING = frozenset({Reason.WIDENED_LOW, Reason.WIDENED_HIGH, Reason.REGULARIZATION_UP})
 
 #: Trial statuses whose metric may place the trial in the elite (flags, not failures).
-ELIGIBLE_STATUSES = frozenset({"ok", "overfitting", "underfitting"})
+ELIGIBLE_STATUSES = frozenset(s.value for s in TrialStatus if s.eligible)
 
 #: The elite is never smaller than this (unless fewer trials are eligible).
 MIN_ELITE = 3
 
-# "max" -> higher metric is better, "min" -> lower; one table, unknown modes raise.
-_SIGN: dict[str, float] = {"max": 1.0, "min": -1.0}
-
 # Relative tolerance for "the bound stopped the move" and "a value lies in the old range".
 _EPS = 1e-9
-
-
-def _sign(mode: str) -> float:
-    try:
-        return _SIGN[mode]
-    except (KeyError, TypeError):
-        raise ValueError(f"`mode` must be one of {', '.join(_SIGN)}, but got {mode!r}.") from None
 
 
 # ----------------------------------------------------------------------------- values
@@ -106,7 +98,7 @@ class FinishedTrial:
 
     params: dict[str, Any]  # the sampled values, by field name ("lr", "activation", "hidden")
     metric: float | None  # the search metric; None when the trial produced none
-    status: str = "ok"  # ok | overfitting | underfitting | diverged | failed | ...
+    status: str = TrialStatus.OK  # a TrialStatus (or its value)
     overfitting: bool = False  # train - val gap above gap.threshold
     loss: float | None = None  # validation loss: the ranking when every trial underfits
 
@@ -122,7 +114,7 @@ class FinishedTrial:
 
     @property
     def overfits(self) -> bool:
-        return self.overfitting or self.status == "overfitting"
+        return self.overfitting or self.status == TrialStatus.OVERFITTING
 
 
 @dataclass(frozen=True)
@@ -140,7 +132,7 @@ class Change:
 class RefineSettings:
     """How ranges are refined; ``from_spec`` reads them from a study."""
 
-    mode: str  # "max" | "min": which way the metric improves
+    mode: Direction  # which way the metric improves ("max" | "min")
     top_fraction: float = 0.25  # share of the eligible trials in the elite (at least MIN_ELITE)
     edge: float = 0.1  # best within this fraction of an end (in t-space) is "on the edge"
     widen: float = 10.0  # an edge moves a log range out by log10(widen) decades (linear: width)
@@ -153,14 +145,14 @@ class RefineSettings:
     # Padding on each side of the elite's t-span, as a share of the OLD t-width (not of the
     # elite span, which a 3-trial elite makes noisy): 0.1 of a 5-decade range is half a decade.
     margin: float = 0.1
-    # Ranges pushed up when the elite overfits; the same names as hpo.spec.REGULARIZATION.
+    # Ranges pushed up when the elite overfits; the same names as hpo.config.spec.REGULARIZATION.
     regularization: tuple[str, ...] = ("weight_decay", "dropout")
     adapt_regularization: bool = True  # gap.adapt_regularization
 
     def __post_init__(self) -> None:
         problems = []
-        if self.mode not in _SIGN:
-            problems.append(f"`mode` must be one of {', '.join(_SIGN)}, but got {self.mode!r}")
+        if self.mode not in tuple(Direction):
+            problems.append(f"`mode` must be one of max, min, but got {self.mode!r}")
         if not 0 < self.top_fraction <= 1:
             problems.append(f"`0 < top_fraction <= 1` must hold, but got {self.top_fraction!r}")
         if not 0 <= self.edge < 0.5:
@@ -182,7 +174,7 @@ class RefineSettings:
     @classmethod
     def from_spec(cls, spec: Spec) -> RefineSettings:
         """The settings a study file asks for: ``search:``, ``gap:`` and the hard bounds."""
-        from hpo.spec import REGULARIZATION  # pure as well; a runtime import keeps it optional
+        from hpo.config.spec import REGULARIZATION  # pure as well; a runtime import keeps it optional
 
         numeric = [n for n, d in spec.distributions().items() if isinstance(d, Numeric)]
         return cls(
@@ -215,13 +207,13 @@ def elite_of(
 ) -> list[FinishedTrial]:
     """The best ``max(MIN_ELITE, ceil(top_fraction * n))`` of the ``n`` eligible trials, best
     first; all of them when fewer are eligible, none when none is."""
-    sign = _sign(mode)
+    sign = Direction.of(mode).sign
     if not 0 < top_fraction <= 1:
         raise ValueError(f"`0 < top_fraction <= 1` must hold, but got {top_fraction!r}.")
     eligible = [t for t in trials if t.eligible]
     # The epsilon keeps 0.14 * 50 = 7.000000000000001 from rounding up to 8.
     k = max(MIN_ELITE, math.ceil(top_fraction * len(eligible) - 1e-9))
-    if eligible and all(t.status == "underfitting" and _finite(t.loss) for t in eligible):
+    if eligible and all(t.status == TrialStatus.UNDERFITTING and _finite(t.loss) for t in eligible):
         # Every trial sits near chance: its accuracy is noise, and "the best" would land
         # anywhere, edges included. The loss still falls toward the better settings (a too-low
         # learning rate learns a little more as it rises), so rank by it.
@@ -249,7 +241,7 @@ def refine(
     """
     elite = elite_of(trials, mode=settings.mode, top_fraction=settings.top_fraction)
     if not elite:
-        statuses = sorted({t.status for t in trials})
+        statuses = sorted({str(t.status) for t in trials})
         raise ValueError(
             f"no trial can guide refinement: none of the {len(trials)} trial(s) finished with "
             f"status in {sorted(ELIGIBLE_STATUSES)} and a finite metric (statuses seen: "
@@ -451,7 +443,7 @@ def should_stop(
     """Early stop: no range in ``changes`` explores new ground (``EXPLORING``) and the best
     metric improved on ``previous_best`` by less than ``min_improvement`` (a change for the worse
     counts as negative). Never stops after the first round (``previous_best`` None)."""
-    sign = _sign(mode)
+    sign = Direction.of(mode).sign
     if previous_best is None:
         return False
     if any(c.reason in EXPLORING for c in changes):

@@ -20,11 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from hpo.data import Dataset
-from hpo.spec import Spec
-from hpo.tracking import Tracker
+from hpo.data.dataset import Dataset
+from hpo.config.spec import Spec
+from hpo.study.context import Study
+from hpo.tracking.store import Tracker
+from hpo.trial.record import TrialRecord
 
-__all__ = ["FinalEvaluation", "evaluate_final", "log_best_model"]
+__all__ = ["FinalEvaluation", "evaluate_final", "finish", "log_best_model"]
 
 #: Trials whose softmax outputs are averaged into the ensemble (the notes' "model ensembles").
 ENSEMBLE_TOP_K = 3
@@ -64,7 +66,7 @@ class FinalEvaluation:
 
 
 def _retrain(spec: Spec, data: Dataset, params: dict[str, Any]) -> Any:
-    from hpo.trainable import train_trial, trial_device, trial_threads
+    from hpo.trial.train import train_trial, trial_device, trial_threads
 
     resources = spec.search.resources_per_trial
     with trial_threads(resources["cpu"]):
@@ -82,7 +84,7 @@ def _probabilities(model: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
 
 def evaluate_final(spec: Spec, data: Dataset, ranked: Sequence[Any]) -> FinalEvaluation:
     """Retrain ``ranked[0]`` (the best) and the next few, score them on test (else val)."""
-    from hpo.diagnostics import activation_stats
+    from hpo.trial.instruments import activation_stats
 
     split = "test" if len(data.y_test) else "val"
     x, y = (data.x_test, data.y_test) if split == "test" else (data.x_val, data.y_val)
@@ -138,3 +140,23 @@ def _preprocessing_note(steps: Sequence[str]) -> str:
             f"\nlogits = mlflow.pytorch.load_model(f'runs:/{{RUN_ID}}/model')(torch.from_numpy(x))"
             f"\n```\n")
 
+
+
+def finish(study: Study, data: Dataset, records: list[TrialRecord],
+           range_history: list[dict[str, Any]]) -> FinalEvaluation:
+    """Final evaluation, the best model, and the study-level plots, on the study's run."""
+    from hpo.report.plots import activation_histograms, close, learning_curves, optuna_figures
+
+    ranked = study.ranked(records)
+    final = evaluate_final(study.spec, data, ranked)
+    study.tracker.log_metrics(study.run_id, final.metrics())
+    log_best_model(study.tracker, study.run_id, final.model, data)
+    figures = {"plots/learning_curves.png": learning_curves(ranked),
+               "plots/activations_best.png": activation_histograms(
+                   final.activations, f"activations of the best trial ({ranked[0].name})")}
+    figures.update({f"plots/{k}": v for k, v in optuna_figures(
+        records, range_history, study.metric, study.direction).items()})
+    for name, fig in figures.items():
+        study.tracker.log_figure(study.run_id, fig, name)
+        close(fig)
+    return final

@@ -6,9 +6,9 @@ import sys
 from typing import Any
 
 from hpo.errors import Problem, SpecError
-from hpo.report import fmt_value
-from hpo.spec import Spec
-from hpo.tracking import Tracker, resolve_tracking_uri
+from hpo.report.tables import fmt_value
+from hpo.config.spec import Spec
+from hpo.tracking.store import Tracker, resolve_tracking_uri
 
 __all__ = ["check_only", "train_fixed"]
 
@@ -17,8 +17,8 @@ def check_only(spec: Spec, *, tracking_uri: str | None = None) -> bool:
     """``hpo check``: the sanity checks as a table, logged as one MLflow run; True if all pass."""
     import dataclasses
 
-    from hpo.data import load_dataset
-    from hpo.study import sanity_gate
+    from hpo.data.dataset import load_dataset
+    from hpo.study.babysit import sanity_gate
 
     data = load_dataset(spec.data, seed=spec.seed)
     tracker = Tracker(resolve_tracking_uri(tracking_uri, spec.tracking.uri), spec.name)
@@ -34,8 +34,8 @@ def check_only(spec: Spec, *, tracking_uri: str | None = None) -> bool:
 
 def train_fixed(spec: Spec, *, tracking_uri: str | None = None, quiet: bool = False) -> Any:
     """Train the study's fixed configuration with the study's seed; returns the TrialOutcome."""
-    from hpo.data import load_dataset
-    from hpo.trainable import train_trial, trial_device
+    from hpo.data.dataset import load_dataset
+    from hpo.trial.train import train_trial, trial_device
 
     searched = spec.distributions()
     if searched:

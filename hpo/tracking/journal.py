@@ -9,67 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Journal", "JournalState", "RoundState", "TrialRecord", "ranked"]
+from hpo.trial.record import TrialRecord, jsonable
 
-
-@dataclass
-class TrialRecord:
-    """One trial of the study, as the driver saw it."""
-
-    round: int
-    index: int  # 1-based, in creation (= sampling) order within the round
-    trial_id: str
-    params: dict[str, Any]  # every resolved hyperparameter
-    sampled: dict[str, Any]  # only the searched ones
-    run_id: str | None = None
-    history: list[dict[str, float]] = field(default_factory=list)
-    status: str = "running"  # running | ok | diverged | overfitting | underfitting | failed
-    error: str | None = None
-    flags: list[str] = field(default_factory=list)  # e.g. update-ratio-high, dead-units
-    node: str | None = None  # the Ray node that ran its last attempt
-    attempts: int = 1  # 1 + retries after a failure (search.max_failures)
-
-    @property
-    def name(self) -> str:
-        return f"{self.round}-{self.index:02d}"
-
-    @property
-    def last(self) -> dict[str, float]:
-        return self.history[-1] if self.history else {}
-
-    def metric(self, key: str) -> float | None:
-        import math
-
-        value = self.last.get(key)
-        return float(value) if value is not None and math.isfinite(value) else None
-
-    @property
-    def finished(self) -> bool:
-        return self.status not in ("running", "failed")
-
-    def to_json(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TrialRecord:
-        record = cls(**data)
-        record.params = {k: tuple(v) if isinstance(v, list) else v
-                         for k, v in record.params.items()}
-        record.sampled = {k: tuple(v) if isinstance(v, list) else v
-                          for k, v in record.sampled.items()}
-        return record
-
-
-def ranked(records: Iterable[TrialRecord], *, metric: str, mode: str) -> list[TrialRecord]:
-    """The trials that count, best first: finished, not diverged, with a finite ``metric``."""
-    done = [r for r in records
-            if r.finished and r.status != "diverged" and r.metric(metric) is not None]
-    return sorted(done, key=lambda r: r.metric(metric), reverse=mode == "max")
+__all__ = ["Journal", "JournalState", "RoundState"]
 
 
 @dataclass
@@ -109,7 +55,7 @@ class Journal:
         self.path.write_text("")
 
     def append(self, event: str, **data: Any) -> None:
-        line = json.dumps({"event": event, **_jsonable(data)}, allow_nan=True)
+        line = json.dumps({"event": event, **jsonable(data)}, allow_nan=True)
         with open(self.path, "a") as fh:
             fh.write(line + "\n")
             fh.flush()
@@ -155,11 +101,3 @@ def _apply(state: JournalState, item: dict[str, Any]) -> None:
         state.trials[(record.round, record.trial_id)] = record
     elif kind == "study_end":
         state.finished = True
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value

@@ -12,7 +12,7 @@ Members must agree on every field but ``PER_MEMBER``: those only scale an update
 draw. Dropout and the activations' shape parameters stay shared because they live inside the
 modules that vmap shares.
 
-A pack trains on one device, as a trial does (``hpo.trainable``). Its steps need no host sync:
+A pack trains on one device, as a trial does (``hpo.trial.train``). Its steps need no host sync:
 a diverged member is masked on the device, so a pack whose members have all diverged stops at
 the end of that epoch. The end-of-epoch diagnostics go member by member on the CPU and are
 vectorized over members elsewhere (``_member_by_member``).
@@ -29,8 +29,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from hpo.data import Dataset
-from hpo.trainable import (
+from hpo.data.dataset import Dataset
+from hpo.trial.train import (
     DIVERGENCE_FACTOR,
     TRAIN_EVAL_SIZE,
     TrialOutcome,
@@ -255,7 +255,7 @@ def _update_ratios(params: dict[str, torch.Tensor], before: dict[str, torch.Tens
 def _activation_stats(models: list[nn.Module], base: nn.Module, params: dict, buffers: dict,
                       living: list[int], reports: list, x: torch.Tensor, activation: str) -> None:
     """The end-of-trial activation statistics of each living member, in evaluation mode."""
-    from hpo.diagnostics import activation_stats, block_stats
+    from hpo.trial.instruments import activation_stats, block_stats
 
     if _member_by_member(x.device):  # on a module loaded with each member's tensors in turn
         with torch.no_grad():

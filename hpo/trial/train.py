@@ -1,6 +1,6 @@
 """One trial: data -> model -> train -> per-epoch metrics. Plain PyTorch, no Ray, no MLflow.
 
-``train_trial`` is what a Ray Tune trial runs (through ``hpo.tune``) and what ``hpo train`` runs
+``train_trial`` is what a Ray Tune trial runs (through ``hpo.execution.round``) and what ``hpo train`` runs
 in-process. Data are in-memory tensors sliced by a seeded permutation; no DataLoader.
 
 A trial trains on one device (``trial_device``: the GPU when it was given one): the model, the
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpo.data import Dataset
-from hpo.spec import TrainConfig
+from hpo.data.dataset import Dataset
+from hpo.config.spec import TrainConfig
 from models.config import ModelConfig
 
 __all__ = ["TrialOutcome", "diverged_metrics", "trial_threads", "trial_device", "build_optimizer",
@@ -174,7 +174,7 @@ def train_trial(
     trial early with status "diverged" and a last report whose metrics are the worst possible,
     so a searcher sees a bad result rather than a missing one.
     """
-    from hpo.diagnostics import UpdateRatio, activation_stats
+    from hpo.trial.instruments import UpdateRatio, activation_stats
     from models import build_model
 
     torch.manual_seed(seed)

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from hpo.errors import SpecError
-from hpo.space import Categorical, Float, Int
-from hpo.spec import load_spec, parse_spec
+from hpo.search.space import Categorical, Float, Int
+from hpo.config.spec import load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -155,7 +155,7 @@ def test_validate_cli_exit_codes_and_no_traceback(tmp_path):
 
 
 def test_spec_stays_pure():
-    code = ("import sys, hpo.spec, hpo.space, hpo.cli; "
+    code = ("import sys, hpo.config.spec, hpo.search.space, hpo.cli; "
             "bad = {'torch', 'ray', 'mlflow', 'optuna'} & set(sys.modules); "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

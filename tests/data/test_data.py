@@ -15,11 +15,11 @@ import pytest
 import torch
 import yaml
 
-from hpo import spec as spec_module
+from hpo.config import spec as spec_module
 from hpo.cli import main as hpo_main
-from hpo.data import SOURCES, STEPS, Dataset, Preprocessor, load_dataset, load_raw, split
+from hpo.data.dataset import SOURCES, STEPS, Dataset, Preprocessor, load_dataset, load_raw, split
 from hpo.errors import DataError, SpecError
-from hpo.spec import DataSpec, parse_spec
+from hpo.config.spec import DataSpec, parse_spec
 from tests.fixtures.data_files import (
     class_images,
     md5_line,
@@ -476,7 +476,7 @@ def test_state_dict_and_file_round_trips_transform_identically(tmp_path, steps):
     ("mnist", "convnet", ("per_channel_mean", "normalize")),
 ])
 def test_saved_model_and_transform_reproduce_the_predictions(tmp_path, source, arch, steps):
-    from hpo.trainable import model_config, train_trial
+    from hpo.trial.train import model_config, train_trial
     from models import build_model
 
     if source == "npz":

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpo.spec import load_spec, parse_spec
+from hpo.config.spec import load_spec, parse_spec
 from tests.fixtures.data_files import write_cifar10, write_mnist
 
 ROOT = Path(__file__).resolve().parents[2]

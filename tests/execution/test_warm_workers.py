@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from hpo.tune import _tune_for_short_trials
+from hpo.execution.round import _tune_for_short_trials
 
 # Two rounds of short trials in a Ray this script starts, as `hpo search` runs them. Prints,
 # as JSON, per round: the seconds await_warm_workers waited; per trial its worker's pid; per
 # pid when the process started relative to the round; and the pids that had imported
-# hpo._warm_worker.
+# hpo.execution._warm_worker.
 ROUND = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
@@ -32,10 +32,10 @@ ROUND = textwrap.dedent("""
     from ray.tune import registry
     from ray.util import placement_group_table
 
-    from hpo._warm_worker import NAMESPACE, PREFIX
-    from hpo.data import load_dataset
-    from hpo.spec import parse_spec
-    from hpo.tune import await_warm_workers, prestart_warm_workers, run_round, start_ray
+    from hpo.execution._warm_worker import NAMESPACE, PREFIX
+    from hpo.data.dataset import load_dataset
+    from hpo.config.spec import parse_spec
+    from hpo.execution.round import await_warm_workers, prestart_warm_workers, run_round, start_ray
 
     class Pids(tune.Callback):
         def __init__(self):

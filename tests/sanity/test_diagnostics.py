@@ -11,12 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from hpo.callback import classify
-from hpo.data import load_dataset
-from hpo.diagnostics import UpdateRatio, activation_stats, middle_config, run_sanity_checks
-from hpo.refine import FinishedTrial, RefineSettings, refine
-from hpo.spec import parse_spec
-from hpo.trainable import train_trial
+from hpo.trial.status import classify
+from hpo.data.dataset import load_dataset
+from hpo.sanity.checks import middle_config, run_sanity_checks
+from hpo.trial.instruments import UpdateRatio, activation_stats
+from hpo.search.refinement import FinishedTrial, RefineSettings, refine
+from hpo.config.spec import parse_spec
+from hpo.trial.train import train_trial
 
 SPACE = {
     "data": {"source": "digits", "preprocess": ["zero_center", "normalize"]},

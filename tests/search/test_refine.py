@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-import hpo.refine
+import hpo.search.refinement
 
-from hpo.refine import (
+from hpo.search.refinement import (
     ELIGIBLE_STATUSES,
     EXPLORING,
     Change,
@@ -25,7 +25,7 @@ from hpo.refine import (
     refine,
     should_stop,
 )
-from hpo.space import Categorical, Distribution, Float, Int, Numeric
+from hpo.search.space import Categorical, Distribution, Float, Int, Numeric
 
 T = FinishedTrial
 
@@ -476,7 +476,7 @@ def test_regularization_at_its_bound_is_pinned_and_never_collapses():
 
 
 def test_default_regularization_names_match_the_spec():
-    from hpo import spec
+    from hpo.config import spec
 
     assert RefineSettings(mode="max").regularization == spec.REGULARIZATION
 
@@ -673,7 +673,7 @@ def test_property_a_lost_range_walks_to_the_optimum(seed):
 
 
 def test_settings_from_a_study_file():
-    from hpo.spec import parse_spec
+    from hpo.config.spec import parse_spec
 
     spec = parse_spec({
         "train": {"lr": {"loguniform": [1e-4, 1.0]}, "optimizer": {"choice": ["sgd", "adam"]}},
@@ -691,11 +691,11 @@ def test_settings_from_a_study_file():
 
 def test_refine_imports_no_heavy_framework():
     code = (
-        "import sys, hpo.refine; "
+        "import sys, hpo.search.refinement; "
         "bad = [m for m in ('torch', 'ray', 'optuna', 'mlflow') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    root = str(Path(hpo.refine.__file__).resolve().parents[1])
+    root = str(Path(hpo.search.refinement.__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stdout + done.stderr

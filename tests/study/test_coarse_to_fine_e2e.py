@@ -7,8 +7,8 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from hpo.spec import parse_spec
-from hpo.study import run_study
+from hpo.config.spec import parse_spec
+from hpo.study.run import run_study
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from hpo.spec import load_spec, parse_spec
-from hpo.study import run_study
+from hpo.config.spec import load_spec, parse_spec
+from hpo.study.run import run_study
 from models.registry import ACTIVATIONS, INITIALIZERS
 
 SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "digits_every_choice.yaml"

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from hpo.spec import load_spec
-from hpo.tune import decode, make_sampler, optuna_space, round_seed
+from hpo.config.spec import load_spec
+from hpo.execution.round import decode, make_sampler, optuna_space, round_seed
 
 from tests.fixtures.cli import run_hpo as hpo
 from tests.fixtures.runs import runs_by_kind
@@ -76,7 +76,7 @@ def test_trials_log_every_resolved_param_and_metrics_per_epoch(study):
 
 
 def load_spec_dict() -> dict:
-    from hpo.spec import parse_spec
+    from hpo.config.spec import parse_spec
 
     return parse_spec(STUDY).to_dict()
 
@@ -137,7 +137,7 @@ def test_tune_keeps_only_what_it_needs_of_finished_trials(study):
     while the journal keeps the full history."""
     import json
 
-    from hpo.journal import Journal
+    from hpo.tracking.journal import Journal
 
     folder, _, _ = study
     runs = folder / "hpo_runs" / EXPERIMENT

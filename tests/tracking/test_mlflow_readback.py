@@ -22,11 +22,11 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from hpo.data import Preprocessor, load_dataset
-from hpo.report import fmt_range
-from hpo.spec import load_spec
-from hpo.tracking import _param_value
-from hpo.trainable import train_trial
+from hpo.data.dataset import Preprocessor, load_dataset
+from hpo.report.tables import fmt_range
+from hpo.config.spec import load_spec
+from hpo.tracking.store import _param_value
+from hpo.trial.train import train_trial
 from tests.fixtures.runs import runs_by_kind
 
 pytestmark = pytest.mark.slow
@@ -310,7 +310,7 @@ def test_logged_preprocessing_turns_raw_inputs_into_model_inputs(study, best, tm
     """model/preprocess.npz + the model = predictions from examples as the source loads them."""
     import mlflow.pytorch
 
-    from hpo.data import load_raw
+    from hpo.data.dataset import load_raw
 
     folder, _, client, kinds = study
     (study_run,) = kinds["study"]

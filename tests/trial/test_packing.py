@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hpo.data import load_dataset
-from hpo.packing import pack_key, train_pack
-from hpo.spec import parse_spec
-from hpo.trainable import train_trial
+from hpo.data.dataset import load_dataset
+from hpo.trial.pack import pack_key, train_pack
+from hpo.config.spec import parse_spec
+from hpo.trial.train import train_trial
 from tests.fixtures.trials import assert_same_trial as assert_same
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -66,7 +66,7 @@ def test_members_must_share_the_structure(data):
 def test_a_packed_study_logs_one_mlflow_run_per_member_like_an_unpacked_one(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from hpo.study import run_study
+    from hpo.study.run import run_study
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     shapes = {}
@@ -115,12 +115,12 @@ def test_the_diagnostics_vectorized_over_members_agree_with_member_by_member(
         data, activation, monkeypatch):
     """What train_pack computes off the CPU (update ratios and activation statistics of all
     members at once), run here against the member-by-member path the CPU takes."""
-    import hpo.packing
+    import hpo.trial.pack
 
     torch.set_num_threads(1)
     configs = members(optimizer="momentum", model={"activation": activation, "batchnorm": True})
     by_member = train_pack(configs, data, seed=0)
-    monkeypatch.setattr(hpo.packing, "_member_by_member", lambda device: False)
+    monkeypatch.setattr(hpo.trial.pack, "_member_by_member", lambda device: False)
     vectorized = train_pack(configs, data, seed=0)
     assert any(k.startswith("act.") for k in by_member[0].last)
     for v, m in zip(vectorized, by_member):

@@ -7,9 +7,9 @@ import torch
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from hpo.data import load_dataset
-from hpo.spec import parse_spec
-from hpo.trainable import train_trial, trial_device
+from hpo.data.dataset import load_dataset
+from hpo.config.spec import parse_spec
+from hpo.trial.train import train_trial, trial_device
 from tests.fixtures.trials import assert_same_trial
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -1,0 +1,153 @@
+"""Every use of Ray's private or undocumented API, in one module.
+
+hpo leans on Ray internals in a few places where the public API has no way to say what a
+short-trial study needs. Each touch below says why, and what breaks on a Ray upgrade that moves
+it; ``tests/execution/test_ray_private.py`` checks each touched attribute still exists in the
+pinned Ray and fails naming the one that is gone. Nothing outside this module reaches into
+``ray._private``, Ray's generated protobufs or Tune's internal registries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["TOUCHED", "in_worker_process", "kv_keys", "kv_put", "memoized_trainable_lookups",
+           "release_trial_state", "session_name", "start_workers", "tune_actor_env",
+           "warm_worker_config"]
+
+#: Every private attribute this module touches, as (module, dotted attribute). The test imports
+#: each module and walks each attribute, so a Ray upgrade that drops one fails by name.
+TOUCHED: tuple[tuple[str, str], ...] = (
+    ("ray._private.worker", "global_worker"),
+    ("ray._private.worker", "WORKER_MODE"),
+    ("ray._private.grpc_utils", "init_grpc_channel"),
+    ("ray.core.generated.common_pb2", "PYTHON"),
+    ("ray.core.generated.node_manager_pb2", "PrestartWorkersRequest"),
+    ("ray.core.generated.node_manager_pb2_grpc", "NodeManagerServiceStub"),
+    ("ray.experimental.internal_kv", "_internal_kv_put"),
+    ("ray.experimental.internal_kv", "_internal_kv_list"),
+    ("ray.tune.registry", "_global_registry"),
+    ("ray.tune.registry", "TRAINABLE_CLASS"),
+    ("ray.tune.execution.class_cache", "DEFAULT_ENV_VARS"),
+    ("ray.tune.experiment.trial", "Trial.run_metadata"),
+)
+#: Ray's internal system-config keys hpo sets on a Ray it starts (``ray.init(_system_config=)``).
+SYSTEM_CONFIG_KEYS = ("preload_python_modules", "idle_worker_killing_time_threshold_ms")
+#: What Tune's ``Trial.run_metadata`` must have for ``release_trial_state``.
+RUN_METADATA_FIELDS = ("last_result", "metric_analysis", "metric_n_steps")
+
+
+# 1. The Ray session's name: tells whether Ray still runs the session hpo started (its warm
+#    workers belong to it). Breaks if the worker's node object or its session_name moves.
+def session_name() -> str:
+    from ray._private import worker
+
+    return worker.global_worker.node.session_name
+
+
+# 2. Whether this process is a Ray worker (not the driver): the warm-worker module announces
+#    itself only in workers. Breaks if global_worker.mode or WORKER_MODE moves.
+def in_worker_process() -> bool:
+    from ray._private import worker
+
+    return worker.global_worker.mode == worker.WORKER_MODE
+
+
+# 3-4. Ray's internal key-value store, where warm workers say they are ready: no public API
+#    lists keys by prefix. Breaks if the underscore functions of internal_kv are renamed.
+def kv_put(key: str, value: bytes, *, namespace: str) -> None:
+    from ray.experimental import internal_kv
+
+    internal_kv._internal_kv_put(key, value, namespace=namespace)
+
+
+def kv_keys(prefix: str, *, namespace: str) -> set[bytes]:
+    from ray.experimental import internal_kv
+
+    return set(internal_kv._internal_kv_list(prefix, namespace=namespace))
+
+
+# 5. Ray's system config for a Ray hpo starts: preload torch and the trial code in each worker
+#    as it starts, and keep idle workers (Ray kills one idle for 1 s when the first actor asks
+#    for a worker). Unknown keys make ray.init fail loudly on an upgrade that drops them.
+def warm_worker_config(modules: list[str]) -> dict[str, Any]:
+    preload, idle_ms = SYSTEM_CONFIG_KEYS
+    return {preload: list(modules), idle_ms: 300_000}
+
+
+# 6-9. The raylet's PrestartWorkers call (what Ray's core worker uses, not exposed in Python):
+#    start ``count`` workers for this job, kept up to ``keep_alive_s`` until an actor takes one.
+#    Breaks if the node manager's address fields, the gRPC helper or the protobufs move; the
+#    caller treats any failure as "no prestart" (the next round starts colder).
+def start_workers(count: int, *, keep_alive_s: int = 600, timeout_s: float = 10) -> None:
+    import ray
+    from ray._private import worker
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc
+
+    node = worker.global_worker.node
+    channel = init_grpc_channel(f"{node.node_ip_address}:{node.node_manager_port}")
+    try:
+        node_manager_pb2_grpc.NodeManagerServiceStub(channel).PrestartWorkers(
+            node_manager_pb2.PrestartWorkersRequest(
+                language=common_pb2.PYTHON,
+                job_id=bytes.fromhex(ray.get_runtime_context().get_job_id()),
+                keep_alive_duration_secs=keep_alive_s, num_workers=count),
+            timeout=timeout_s)
+    finally:
+        channel.close()
+
+
+# 10. Tune gives its trial actors PL_DISABLE_FORK (for PyTorch Lightning, which hpo does not
+#    use); Ray hands an actor only a worker started with the same environment, so with it no
+#    trial could use the warm workers. Breaks if class_cache.DEFAULT_ENV_VARS moves.
+@contextlib.contextmanager
+def tune_actor_env() -> Iterator[None]:
+    from ray.tune.execution import class_cache
+
+    env = dict(class_cache.DEFAULT_ENV_VARS)
+    class_cache.DEFAULT_ENV_VARS.pop("PL_DISABLE_FORK", None)
+    try:
+        yield
+    finally:
+        class_cache.DEFAULT_ENV_VARS.clear()
+        class_cache.DEFAULT_ENV_VARS.update(env)
+
+
+# 11. Tune looks its trainable up in Ray's key-value store (and unpickles it) two or three
+#    times per trial, each a GCS round trip while the next trial waits: the round keeps its
+#    lookups. Patched on the registry instance (its class keeps Ray's methods) and undone after.
+#    Breaks if _global_registry or TRAINABLE_CLASS move, or get/contains are renamed.
+@contextlib.contextmanager
+def memoized_trainable_lookups() -> Iterator[None]:
+    from ray.tune import registry
+
+    store, seen = registry._global_registry, {}
+
+    def get(category: str, key: str, lookup=store.get) -> Any:
+        if category != registry.TRAINABLE_CLASS:
+            return lookup(category, key)
+        if key not in seen:
+            seen[key] = lookup(category, key)
+        return seen[key]
+
+    def contains(category: str, key: str, lookup=store.contains) -> bool:
+        return category == registry.TRAINABLE_CLASS and key in seen or lookup(category, key)
+
+    store.get, store.contains = get, contains
+    try:
+        yield
+    finally:
+        del store.get, store.contains
+
+
+# 12. What Tune keeps of a finished trial until the run ends: its last result (here every
+#    epoch's metrics) and running statistics of every number it reported. hpo reads results
+#    only through its callback, so they are dropped once the trial is journaled. Breaks if
+#    Trial.run_metadata or these fields are renamed.
+def release_trial_state(trial: Any) -> None:
+    meta = trial.run_metadata
+    meta.last_result = {k: v for k, v in meta.last_result.items() if k != "epochs"}
+    meta.metric_analysis, meta.metric_n_steps = {}, {}

@@ -1,0 +1,170 @@
+"""The Ray that runs the trials: connect or start it, and its warm workers.
+
+A Ray that hpo starts on this machine preloads torch and the trial code in one worker process
+per CPU (``WARM_WORKERS``), and between rounds asks the raylet for the next round's; a cluster
+(``--address`` / ``RAY_ADDRESS``) is used as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpo.config.spec import Spec
+from hpo.errors import RunError
+from hpo.execution import _ray_private
+
+__all__ = ["WARM_WORKERS", "await_warm_workers", "concurrent_trials", "prestart_warm_workers",
+           "quiet_libraries", "start_ray", "warm_pool_started"]
+
+# Ray Tune's per-trial CSV/JSON/TensorBoard loggers: the driver's MLflow callback replaces them.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for hpo's own progress and tables."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in ("ray.tune", "ray.tune.analysis.experiment_analysis", "mlflow"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+#: What a Ray that hpo starts on this machine does as it starts: one worker process per CPU,
+#: each importing torch and hpo's trainer before any trial asks for one, and ``torch._dynamo``,
+#: which torch imports when the first optimizer is made (1.7 s here). A round's trial actors land
+#: in those processes (see ``_tune_for_short_trials``), so its first trials do not pay for a
+#: process and those imports while the driver waits.
+WARM_WORKERS = _ray_private.warm_worker_config(
+    ["torch", "torch._dynamo", "ray.tune", "hpo.execution.round", "hpo.trial.train",
+     "hpo.execution._warm_worker"])
+
+
+@dataclass
+class _WarmPool:
+    """The warm workers of the Ray session this process started with WARM_WORKERS."""
+
+    session: str
+    started: int  # asked of Ray so far: one per CPU as it starts, then each prestart's
+    used: set[bytes] = field(default_factory=set)  # given to a round; they end with its actors
+
+
+_pool: _WarmPool | None = None
+
+
+def start_ray(address: str | None) -> bool:
+    """Connect to ``address`` (or RAY_ADDRESS), else start Ray in-process; True if we started it."""
+    import ray
+
+    global _pool
+    quiet_libraries()
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = dict(
+        logging_level=logging.ERROR, log_to_driver=False, configure_logging=True
+    )
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(include_dashboard=False, _system_config=WARM_WORKERS, **kwargs)
+            _pool = _WarmPool(_ray_private.session_name(), int(ray.cluster_resources().get("CPU", 0)))
+    except ConnectionError as exc:
+        raise RunError(_connect_error(address, exc)) from None
+    return not address
+
+
+def _warm_pool() -> _WarmPool | None:
+    """The warm workers, if Ray runs and is the session this process started."""
+    import ray
+
+    if _pool is not None and ray.is_initialized() and _ray_private.session_name() == _pool.session:
+        return _pool
+    return None
+
+
+def warm_pool_started() -> bool:
+    """Whether Ray runs the session this process started (its resources are fixed); a
+    cluster's may grow while a round runs."""
+    return _warm_pool() is not None
+
+
+def _warm_count(spec: Spec) -> int:
+    import ray
+
+    return min(concurrent_trials(spec), int(ray.cluster_resources().get("CPU", 1)))
+
+
+def _ready_workers() -> set[bytes]:
+    from hpo.execution._warm_worker import NAMESPACE, PREFIX
+
+    return _ray_private.kv_keys(PREFIX, namespace=NAMESPACE)
+
+
+def await_warm_workers(spec: Spec, *, timeout: float = 60.0) -> float:
+    """Wait until as many warm workers as the next round runs trials at once are ready (or
+    ``timeout`` passes); the seconds waited. Only for a Ray this process started.
+
+    A round must not start while some are still importing torch: Tune would hand the trials
+    of the slow ones to the first actor to finish a short trial, and drop the slow ones, so the
+    round would run on fewer workers.
+    """
+    pool = _warm_pool()
+    if pool is None:
+        return 0.0
+    count, start = min(_warm_count(spec), pool.started - len(pool.used)), time.monotonic()
+    while len(_ready_workers() - pool.used) < count and time.monotonic() - start < timeout:
+        time.sleep(0.05)
+    pool.used.update(_ready_workers())
+    return time.monotonic() - start
+
+
+def prestart_warm_workers(spec: Spec) -> bool:
+    """Have Ray start the next round's warm workers now, so that they import torch while this
+    round's results are written and its ranges refined (this round's workers end with its
+    actors). Only for a Ray this process started; True if Ray took the request.
+
+    Ray starts warm workers by itself only once, as it starts; its raylet's PrestartWorkers
+    call (which Ray's core worker uses) starts more for this job and keeps them for up to ten
+    minutes until an actor takes them.
+    """
+    pool = _warm_pool()
+    if pool is None:
+        return False
+    count = _warm_count(spec)
+    try:
+        _ray_private.start_workers(count)
+    except Exception:  # noqa: BLE001 - without them the next round starts its own, colder
+        return False
+    pool.started += count
+    return True
+
+
+def _connect_error(address: str | None, exc: Exception) -> str:
+    if "No node info found" in str(exc.__cause__):  # GCS reached, but no Ray node runs here
+        return (f"cannot drive the Ray cluster at {address!r} from this machine: a Ray driver "
+                f"needs a Ray node where it runs. Join the cluster without resources first, "
+                f"`ray start --address {address} --num-cpus 0 --num-gpus 0`, or run hpo on "
+                f"one of its nodes")
+    # A wrong or missing token looks the same from here (Ray only logs the reason).
+    return (f"cannot reach the Ray cluster at {address!r}: {exc} (check the address; with token "
+            f"authentication, RAY_AUTH_MODE=token and RAY_AUTH_TOKEN must hold its token)")
+
+
+def concurrent_trials(spec: Spec) -> int:
+    """How many of the study's trials the Ray cluster runs at once, as it is now."""
+    import ray
+
+    s = spec.search
+    total = ray.cluster_resources()
+    fits = [total.get(kind.upper(), 0.0) / need
+            for kind, need in s.resources_per_trial.items() if need > 0]
+    slots = max(1, int(min(fits))) if fits else 1
+    return min(slots, s.max_concurrent_trials or slots)

@@ -1,0 +1,77 @@
+"""``--resume``: which study may go on, and how an interrupted round continues."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from hpo.config.spec import Spec
+from hpo.errors import InputError
+from hpo.execution.round import pack_size
+from hpo.tracking.journal import Journal, JournalState, RoundState
+from hpo.tracking.store import Tracker
+from hpo.trial.status import TrialStatus
+
+__all__ = ["continuation", "drop_unjournaled_runs", "fingerprint", "resumable"]
+
+
+def fingerprint(spec: Spec) -> str:
+    """The study file as resolved: a resumed study must be the same one."""
+    return hashlib.sha256(spec.to_yaml().encode()).hexdigest()[:16]
+
+
+def resumable(spec: Spec, journal: Journal, folder: Path) -> JournalState:
+    """The journal of an interrupted study of this spec, or an input error saying why not."""
+    if not journal.exists():
+        raise InputError(f"--resume: no interrupted study {spec.name!r} in {folder} "
+                         f"(run without --resume to start it)")
+    past = journal.replay()
+    if past.study_run_id is None:
+        raise InputError(f"--resume: {journal.path} holds no study start; run without --resume")
+    if past.fingerprint != fingerprint(spec):
+        raise InputError(f"--resume: the study file changed since study {spec.name!r} started "
+                         f"(resume needs the same file and seed); run without --resume to start "
+                         f"a new study")
+    if past.finished:
+        raise InputError(f"--resume: study {spec.name!r} already finished; run without "
+                         f"--resume to start a new one")
+    return past
+
+
+def drop_unjournaled_runs(tracker: Tracker, past: JournalState) -> None:
+    """The journal is the record: a run the killed driver created in the instant before it
+    could journal it (a round or trial run) is deleted, so MLflow holds no orphans."""
+    known = ({past.study_run_id} | {r.run_id for r in past.rounds.values()}
+             | {t.run_id for t in past.trials.values()})
+    parents = [past.study_run_id]
+    while parents:
+        parent = parents.pop()
+        for run in tracker.client.search_runs(
+                [tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'",
+                max_results=50000):
+            if run.info.run_id not in known:
+                tracker.client.delete_run(run.info.run_id)
+            if run.data.tags.get("hpo.kind") == "round":
+                parents.append(run.info.run_id)
+
+
+def continuation(spec: Spec, journal: Journal, past: JournalState, k: int, total: int,
+                 tracker: Tracker, before: RoundState) -> dict[str, Any]:
+    """How an interrupted round goes on: the journal's finished trials count toward its budget
+    and teach the searcher; the trials the interruption cut short run again first with their
+    values and MLflow runs (pack members, which Optuna asks for in packs, are dropped and
+    sampled anew); new samples fill the rest."""
+    records = past.round_records(k)
+    final = [r for r in records if r.status is not TrialStatus.RUNNING]
+    cut = [r for r in records if r.status is TrialStatus.RUNNING]
+    if pack_size(spec, total) > 1:
+        for r in cut:
+            tracker.client.delete_run(r.run_id)
+            journal.append("trial_drop", round=k, trial_id=r.trial_id)
+        cut = []
+    journal.append("round_resume", round=k)
+    metric = spec.search.metric
+    return {"num_trials": total - len(final),
+            "done": [(r.sampled, r.metric(metric)) for r in final if r.sampled],
+            "rerun": [r.sampled for r in cut], "attempt": before.resumes + 1}
