@@ -19,6 +19,7 @@ import yaml
 
 from hpo.errors import Problem, SpecError
 from hpo.trial.direction import Direction
+from hpo.trial.config import OPTIMIZERS, TrainConfig
 from hpo.trial.metrics import METRICS
 from hpo.search.space import Categorical, Distribution, Numeric, is_distribution_form, parse_distribution
 from models.config import ModelConfig
@@ -262,19 +263,6 @@ class DataSpec:
     preprocess: tuple[str, ...] = rule(ListOf(OneOf(PREPROCESS), empty=True), ("zero_center",))
 
 
-@dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    """How one trial trains; every field may be searched."""
-
-    epochs: int = 20  # passes over the training split
-    batch_size: int = 64  # examples per step
-    optimizer: str = "momentum"  # sgd | momentum | nesterov | adam
-    lr: float = 0.01  # learning rate
-    weight_decay: float = 0.0  # L2 regularization strength (decoupled from the loss value)
-    momentum: float = 0.9  # for momentum / nesterov; adam's beta1
-
-
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 
 #: Rules of the searchable sections, keyed by the config dataclasses' field names.
 MODEL_RULES: dict[str, Rule] = {

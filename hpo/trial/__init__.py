@@ -8,12 +8,13 @@ use of its names.
 """
 
 from hpo._lazy import lazy_exports
+from hpo.trial.config import OPTIMIZERS, TrainConfig
 from hpo.trial.direction import Direction
 from hpo.trial.metrics import METRICS, diverged_metrics, epoch_metrics, is_trial_metric
 from hpo.trial.record import TrialRecord, ranked
 from hpo.trial.status import TrialStatus, classify, trial_flags
 
-__all__ = ["METRICS", "Direction", "TrialOutcome", "TrialRecord", "TrialStatus", "classify",
+__all__ = ["METRICS", "OPTIMIZERS", "Direction", "TrainConfig", "TrialOutcome", "TrialRecord", "TrialStatus", "classify",
            "diverged_metrics", "epoch_metrics", "is_trial_metric", "packable", "ranked",
            "train_pack", "train_trial", "trial_device", "trial_flags", "trial_threads"]
 

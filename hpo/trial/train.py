@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from hpo.data.dataset import Dataset
-from hpo.config.spec import TrainConfig
+from hpo.trial.config import TrainConfig
 from models.config import ModelConfig
 
 __all__ = ["TrialOutcome", "diverged_metrics", "trial_threads", "trial_device", "build_optimizer",
