@@ -168,6 +168,19 @@ def patched(owner: Any, **attrs: Any) -> Iterator[None]:
             setattr(owner, name, value)
 
 
+@contextlib.contextmanager
+def round_timed(run_round: Any, waits: list[float]) -> Iterator[None]:
+    """``hpo search``'s rounds run through ``run_round`` (a wrapper of the real one), and each
+    wait for warm workers is appended to ``waits``."""
+    import hpo.execution.cluster
+    import hpo.execution.round
+
+    with patched(hpo.execution.round, run_round=run_round), \
+            patched(hpo.execution.cluster, await_warm_workers=returns(
+                hpo.execution.cluster.await_warm_workers, waits)):
+        yield
+
+
 def returns(fn: Any, into: list) -> Any:
     """``fn``, which also appends what each call returns to ``into``."""
 

@@ -287,9 +287,7 @@ def run_hpo(work: Path) -> dict[str, Any]:
 
     waits: list[float] = []
     try:
-        with _bench.patched(hpo.execution.round, run_round=timed_round), \
-                _bench.patched(hpo.execution.cluster, await_warm_workers=_bench.returns(
-                    hpo.execution.cluster.await_warm_workers, waits)):
+        with _bench.round_timed(timed_round, waits):
             code = hpo_main(["search", str(study), "--quiet", "--tracking-uri",
                              f"sqlite:///{work / 'mlflow.db'}", "--study-root",
                              str(work / "hpo_runs")])

@@ -95,9 +95,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
 
     waits: list[float] = []
     try:
-        with _bench.patched(hpo.execution.round, run_round=profiled_round), \
-                _bench.patched(hpo.execution.cluster, await_warm_workers=_bench.returns(
-                    hpo.execution.cluster.await_warm_workers, waits)), \
+        with _bench.round_timed(profiled_round, waits), \
                 _bench.patched(hpo.tracking.writer.Writer, _run=timed_write):
             code = hpo_main(["search", str(work / "study.yaml"), "--quiet", "--tracking-uri",
                              f"sqlite:///{work / 'mlflow.db'}", "--study-root",

@@ -1,22 +1,19 @@
 """hpo: coarse-to-fine hyperparameter search for PyTorch on Ray Tune, Optuna and MLflow.
 
-Importing ``hpo`` is cheap: the study-file API is loaded on first use.
+Importing ``hpo`` is cheap: the study-file API is loaded on first use. The layers, bottom up:
+``models`` (the factory), ``hpo.trial`` (the trial contract), ``hpo.data``, ``hpo.search``,
+``hpo.config`` (the study file), ``hpo.sanity``, ``hpo.execution`` (Ray), ``hpo.tracking``
+(MLflow and the journal), ``hpo.report``, and ``hpo.study``, which wires them together.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+from hpo._lazy import lazy_exports
 from hpo.errors import DataError, HpoError, InputError, RunError, SpecError
 
 __all__ = ["DataError", "HpoError", "InputError", "RunError", "Spec", "SpecError", "load_spec",
            "parse_spec"]
 __version__ = "0.1.0"
 
-
-def __getattr__(name: str) -> Any:
-    if name in ("Spec", "load_spec", "parse_spec"):
-        from hpo.config import spec
-
-        return getattr(spec, name)
-    raise AttributeError(f"module 'hpo' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, {name: "hpo.config" for name in
+                                      ("Spec", "load_spec", "parse_spec")})

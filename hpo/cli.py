@@ -8,7 +8,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from hpo.errors import HpoError, InputError, Problem, SpecError
+from hpo.errors import ConfigError, HpoError, InputError, ModelError, Problem, SpecError
 
 __all__ = ["main"]
 
@@ -58,12 +58,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if exc.code == 0 else 2
     try:
         return _dispatch(args)
-    except HpoError as exc:
+    except (HpoError, ModelError) as exc:
+        # The model factory's errors (a bad model config, checkpoint or input shape) are the
+        # user's input, as in building or validating a study: exit 2.
         if args.debug:
             traceback.print_exc()
-        print(f"hpo: error: {exc}" if not isinstance(exc, SpecError) else str(exc),
+        print(f"hpo: error: {exc}" if not isinstance(exc, ConfigError) else str(exc),
               file=sys.stderr)
-        return exc.exit_code
+        return exc.exit_code if isinstance(exc, HpoError) else InputError.exit_code
     except KeyboardInterrupt:
         print("hpo: interrupted", file=sys.stderr)
         return 130

@@ -1,8 +1,10 @@
 """The model factory: every activation, initializer and architecture the lecture teaches.
 
-Importing ``models`` does not import torch: the study-file validator reads ``models.registry``
-and ``models.validate`` and must stay fast. The torch-backed names below are imported on first
-access (PEP 562 module ``__getattr__``).
+Importing ``models`` does not import torch: the study-file validator reads ``models.registry``,
+``models.config`` (each field with its rule, ``models.fields``) and ``models.validate`` and must
+stay fast. The torch-backed names below are imported on first access (PEP 562 module
+``__getattr__``). ``models`` is the lowest layer: it imports nothing of ``hpo``, and its errors
+(``models.errors``) are its own.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from models.config import ModelConfig
+from models.errors import ConfigError, ModelError, Problem, UnknownNameError
 from models.registry import ACTIVATIONS, ARCHITECTURES, INITIALIZERS, Registry
 from models.validate import check_config, config_problems
 
@@ -25,10 +28,14 @@ __all__ = [
     "ARCHITECTURES",
     "Block",
     "CheckpointMeta",
+    "ConfigError",
     "INITIALIZERS",
     "ModelConfig",
+    "ModelError",
     "Network",
+    "Problem",
     "Registry",
+    "UnknownNameError",
     "apply_finetune",
     "build_model",
     "check_config",

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from hpo.errors import InputError
+from models.errors import ModelError
 
 __all__ = ["recompute_batchnorm_stats"]
 
@@ -57,7 +57,7 @@ def recompute_batchnorm_stats(model: nn.Module, x: Tensor, *, batch_size: int = 
     """
     n = x.shape[0]
     if n < 2 or batch_size < 2:
-        raise InputError(
+        raise ModelError(
             "recomputing batchnorm statistics needs >= 2 inputs and batch_size >= 2, "
             f"got {n} inputs and batch_size {batch_size}"
         )

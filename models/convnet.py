@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from hpo.errors import InputError
 from models._network import Network, init_affine, new_block
 from models.config import ModelConfig
+from models.errors import ModelError
 from models.registry import ACTIVATIONS
 
 __all__ = ["build_convnet"]
@@ -22,14 +22,14 @@ def build_convnet(cfg: ModelConfig, *, input_shape: tuple[int, ...], num_classes
     weights whatever the image size, and a checkpoint transfers across image sizes.
     """
     if len(input_shape) != 3:
-        raise InputError(
+        raise ModelError(
             f"arch 'convnet' needs image data with a channel dimension, input_shape (C, H, W); "
             f"got {tuple(input_shape)}. Reshape the data to (C, H, W) or use arch 'mlp'."
         )
     channels, height, width_px = input_shape
     scale = 2 ** len(cfg.hidden)
     if height < scale or width_px < scale:
-        raise InputError(
+        raise ModelError(
             f"arch 'convnet' with {len(cfg.hidden)} blocks halves H and W {len(cfg.hidden)} times, "
             f"so it needs images of at least {scale}x{scale}; got {height}x{width_px}. "
             "Use fewer blocks (model.hidden) or larger images."

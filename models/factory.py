@@ -24,17 +24,17 @@ Initialization: hidden weights by ``config.init`` with the gain of the activatio
 zero, batchnorm gamma 1 and beta 0. Seeding is the caller's job: ``torch.manual_seed`` first.
 
 With ``config.checkpoint`` set, the freshly built model then takes the checkpoint's weights and
-running statistics (``models.finetune.load_pretrained``: the architecture must match, else an
-InputError naming the checkpoint), and ``config.finetune`` freezes what is not trained
+running statistics (``models.finetune.load_pretrained``: the architecture must match, else a
+ModelError naming the checkpoint), and ``config.finetune`` freezes what is not trained
 (``models.finetune.apply_finetune``). When ``num_classes`` differs from the checkpoint's, the
 classifier is not loaded but freshly initialized, the common transfer case.
 """
 
 from __future__ import annotations
 
-from hpo.errors import InputError
 from models._network import Network
 from models.config import ModelConfig
+from models.errors import ModelError
 from models.finetune import apply_finetune, load_pretrained
 from models.registry import ARCHITECTURES
 from models.validate import check_config
@@ -46,19 +46,20 @@ def build_model(config: ModelConfig, *, input_shape: tuple[int, ...], num_classe
     """Build ``config.arch`` for inputs of shape (N, *input_shape) and ``num_classes`` classes.
 
     ``input_shape`` excludes the batch: ``(D,)`` for flat data, ``(C, H, W)`` for images.
-    Raises UnknownNameError for an unknown arch/activation/init, SpecError for other bad config
-    values, InputError for a bad shape, class count or checkpoint. The model is in train mode.
+    Raises UnknownNameError for an unknown arch/activation/init, ConfigError for other bad config
+    values, ModelError for a bad shape, class count or checkpoint (all from ``models.errors``).
+    The model is in train mode.
     """
     check_config(config)
     shape = tuple(input_shape)
     if not (
         shape and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)
     ):
-        raise InputError(
+        raise ModelError(
             f"input_shape must be positive integers without the batch, got {input_shape!r}"
         )
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise InputError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        raise ModelError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     model: Network = ARCHITECTURES.get(config.arch)(
         config, input_shape=shape, num_classes=num_classes
     )

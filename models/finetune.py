@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hpo.errors import InputError
 from models._network import Network
 from models.config import ModelConfig
-from models.validate import FINETUNE_MODES
+from models.errors import ModelError
+from models.fields import FINETUNE_MODES
 
 __all__ = [
     "CheckpointMeta",
@@ -76,16 +76,16 @@ def save_checkpoint(
 def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], CheckpointMeta]:
     where = os.fspath(path)
     if not Path(where).is_file():
-        raise InputError(f"checkpoint {where}: no such file")
+        raise ModelError(f"checkpoint {where}: no such file")
     try:
         # weights_only: a checkpoint may come from elsewhere; unpickling arbitrary objects would
         # run arbitrary code. The payload is plain containers and tensors.
         payload: Any = torch.load(where, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
         # what torch.load raises for garbage, a truncated zip, or a pickle of foreign objects
-        raise InputError(f"checkpoint {where}: not readable as a torch checkpoint ({exc})") from exc
+        raise ModelError(f"checkpoint {where}: not readable as a torch checkpoint ({exc})") from exc
     if not (isinstance(payload, dict) and payload.get("format") == _FORMAT):
-        raise InputError(
+        raise ModelError(
             f"checkpoint {where}: not a model saved by models.save_checkpoint (format {_FORMAT})"
         )
     known = {f.name for f in dataclasses.fields(ModelConfig)}
@@ -117,7 +117,7 @@ def load_pretrained(
     """Copy a checkpoint's weights into ``model``, built from ``config``, in place.
 
     The structural fields (arch, hidden, activation, batchnorm, maxout_k) must equal the
-    checkpoint's and every tensor's shape must match, else InputError naming the checkpoint.
+    checkpoint's and every tensor's shape must match, else ModelError naming the checkpoint.
     The rest of the config (init, dropout, slopes, ...) may differ. When ``model`` has another
     number of classes than the checkpoint, its classifier keeps its fresh initialization: the
     usual transfer to a new label set.
@@ -130,7 +130,7 @@ def load_pretrained(
         and not (name == "maxout_k" and config.activation != "maxout")
     ]
     if differences:
-        raise InputError(
+        raise ModelError(
             f"checkpoint {meta.path} has another architecture than the config: "
             + "; ".join(differences)
             + ". Set these fields to the checkpoint's values."
@@ -145,7 +145,7 @@ def load_pretrained(
         if k in state and state[k].shape != own[k].shape
     ]
     if mismatches:
-        raise InputError(
+        raise ModelError(
             f"checkpoint {meta.path} does not fit the model built from the config "
             f"(input_shape {tuple(meta.input_shape)} when saved): " + "; ".join(mismatches[:5])
         )
@@ -170,7 +170,7 @@ def apply_finetune(model: Network, mode: str | int) -> list[str]:
     elif isinstance(mode, int) and not isinstance(mode, bool) and 1 <= mode <= len(layers):
         n = mode
     else:
-        raise InputError(
+        raise ModelError(
             f"finetune {mode!r}: expected one of {', '.join(FINETUNE_MODES)}, or an integer N "
             f"with 1 <= N <= {len(layers)} (this model has {len(layers) - 1} hidden blocks "
             "and a classifier)"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from hpo.errors import UnknownNameError
+from models.errors import UnknownNameError
 
 __all__ = ["ACTIVATIONS", "ARCHITECTURES", "INITIALIZERS", "Registry"]
 

@@ -1,100 +1,66 @@
 """Check a ModelConfig before anything is built; torch-free, so the study validator can use it.
 
-``config_problems`` collects every problem at once (unknown names included, with the known
-names as ``allowed``); ``check_config`` is what ``build_model`` runs: an unknown name raises
-``UnknownNameError`` (the registries' error), any other problem raises one ``SpecError`` listing
-them all.
+Each field is checked by the rule it is declared with (``models.config``), then the rules
+between fields (``relation_problems``, which the study-file parser applies to a study's model
+section as well). ``config_problems`` collects every problem at once (unknown names included,
+with the known names as ``allowed``); ``check_config`` is what ``build_model`` runs: an unknown
+name raises ``UnknownNameError`` (the registries' error), any other problem raises one
+``ConfigError`` listing them all.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
-from hpo.errors import Problem, SpecError
 from models.config import ModelConfig
-from models.registry import ACTIVATIONS, ARCHITECTURES, INITIALIZERS, Registry
+from models.errors import ConfigError, Problem
+from models.fields import FINETUNE_MODES, Invalid, OneOf, field_rule
+from models.registry import Registry
 
-__all__ = ["FINETUNE_MODES", "check_config", "config_problems"]
-
-FINETUNE_MODES = ("all", "classifier")  # or a positive int: train only the last N layers
-
-
-def _name_problems(config: ModelConfig, prefix: str) -> list[Problem]:
-    named: list[tuple[str, Registry, Any]] = [
-        ("arch", ARCHITECTURES, config.arch),
-        ("activation", ACTIVATIONS, config.activation),
-        ("init", INITIALIZERS, config.init),
-    ]
-    return [
-        Problem(f"{prefix}.{field}", f"unknown {registry.kind}", value, ", ".join(registry.names()))
-        for field, registry, value in named
-        if value not in registry
-    ]
+__all__ = ["FINETUNE_MODES", "check_config", "config_problems", "relation_problems"]
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _field_problems(config: ModelConfig, prefix: str) -> list[Problem]:
+    problems = []
+    for f in dataclasses.fields(ModelConfig):
+        value = getattr(config, f.name)
+        try:
+            field_rule(f).check(value)
+        except Invalid as exc:
+            problems.append(Problem(f"{prefix}.{f.name}", str(exc), value, exc.allowed))
+    return problems
 
 
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def relation_problems(model: Mapping[str, Any], *, prefix: str = "model") -> list[Problem]:
+    """The rules between fields, for values that each follow their own rule.
 
-
-def _value_problems(config: ModelConfig, prefix: str) -> list[Problem]:
-    problems: list[Problem] = []
-
-    def bad(field: str, message: str, allowed: str) -> None:
-        problems.append(Problem(f"{prefix}.{field}", message, getattr(config, field), allowed))
-
-    hidden = config.hidden
-    if not isinstance(hidden, (tuple, list)) or not all(_is_int(w) and w >= 1 for w in hidden):
-        bad("hidden", "must be a list of layer widths", "integers >= 1")
-    elif config.arch == "convnet" and len(hidden) == 0:
-        bad("hidden", "a convnet needs at least one block", "one or more channel counts")
-    if not (_is_real(config.leaky_slope) and 0 <= config.leaky_slope < 1):
-        bad("leaky_slope", "out of range", "0 <= leaky_slope < 1")
-    if not (_is_real(config.elu_alpha) and config.elu_alpha > 0):
-        bad("elu_alpha", "out of range", "elu_alpha > 0")
-    if not (_is_int(config.maxout_k) and config.maxout_k >= 2):
-        bad("maxout_k", "maxout needs at least two linear pieces", "integer >= 2")
-    if not (_is_real(config.init_std) and config.init_std > 0):
-        bad("init_std", "out of range", "init_std > 0")
-    if not _is_real(config.init_constant):
-        bad("init_constant", "must be a finite number", "a finite number")
-    if not isinstance(config.batchnorm, bool):
-        bad("batchnorm", "must be true or false", "true, false")
-    if not (_is_real(config.dropout) and 0 <= config.dropout < 1):
-        bad("dropout", "out of range (the probability of dropping a unit)", "0 <= dropout < 1")
-    if config.checkpoint is not None and not (
-        isinstance(config.checkpoint, str) and config.checkpoint
-    ):
-        bad("checkpoint", "must be a file path", "a path to a saved model, or null")
-    finetune = config.finetune
-    if not (
-        finetune in FINETUNE_MODES
-        or (isinstance(finetune, int) and not isinstance(finetune, bool) and finetune >= 1)
-    ):
-        bad("finetune", "unknown finetune mode", "all, classifier, or an integer N >= 1")
-    elif finetune != "all" and config.checkpoint is None:
-        bad(
-            "finetune",
-            "freezing layers needs a checkpoint to start from (set model.checkpoint)",
-            "all, when there is no checkpoint",
-        )
+    ``model`` maps field names to values: a ModelConfig's, or a study's model section, where a
+    searched field holds a distribution (the fields read here are never searched).
+    """
+    problems = []
+    if model["finetune"] != "all" and model["checkpoint"] is None:
+        problems.append(Problem(f"{prefix}.finetune", "finetuning needs model.checkpoint",
+                                model["finetune"], "all, or set model.checkpoint"))
     return problems
 
 
 def config_problems(config: ModelConfig, *, prefix: str = "model") -> list[Problem]:
     """Every problem with ``config``, located as ``{prefix}.{field}``; empty when it is valid."""
-    return _name_problems(config, prefix) + _value_problems(config, prefix)
+    problems = _field_problems(config, prefix)
+    if problems:  # a relation between fields means little while a field breaks its own rule
+        return problems
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(ModelConfig)}
+    return relation_problems(values, prefix=prefix)
 
 
 def check_config(config: ModelConfig, *, prefix: str = "model") -> None:
-    """Raise on an invalid config: UnknownNameError for a name, else one SpecError for all."""
-    ARCHITECTURES.check(config.arch)
-    ACTIVATIONS.check(config.activation)
-    INITIALIZERS.check(config.init)
-    problems = _value_problems(config, prefix)
+    """Raise on an invalid config: UnknownNameError for a name, else one ConfigError for all."""
+    for f in dataclasses.fields(ModelConfig):
+        r = field_rule(f)
+        if isinstance(r, OneOf) and isinstance(r.names, Registry):
+            r.names.check(getattr(config, f.name))
+    problems = config_problems(config, prefix=prefix)
     if problems:
-        raise SpecError(problems)
+        raise ConfigError(problems)

@@ -1,7 +1,7 @@
 """Fetch a source's standard files once into a folder, each verified by its checksum.
 
 Only the standard library is imported at module level (``urllib`` lazily, where used):
-``hpo.config.spec`` reads ``REMOTES`` and ``checksum_problem`` to check ``data.url`` and
+``hpo.data.config`` reads ``REMOTES`` and ``checksum_problem`` to check ``data.url`` and
 ``data.checksums``, and ``hpo validate`` must stay fast.
 
 A file is written under a temporary name, hashed while it streams, and renamed into place only

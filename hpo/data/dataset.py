@@ -30,14 +30,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hpo.data import _files as files
 from hpo.data._download import REMOTES, default_folder, fetch
 from hpo.errors import DataError, UnknownNameError
-from hpo.config.spec import DataSpec
+
+if TYPE_CHECKING:  # hpo.data.config reads this module's SOURCES and STEPS for its rules
+    from hpo.data.config import DataSpec
 
 __all__ = [
     "SOURCES",
@@ -221,7 +223,7 @@ def _flat(x: np.ndarray) -> np.ndarray:
     return x.reshape(len(x), math.prod(x.shape[1:]))  # (N, D), also for N = 0
 
 
-#: The notes' preprocessing steps by name (the same names as ``hpo.config.spec.PREPROCESS``).
+#: The notes' preprocessing steps by name: the names ``data.preprocess`` accepts (``DataSpec``).
 STEPS: dict[str, Step] = {
     "zero_center": ZeroCenter(),
     "per_channel_mean": PerChannelMean(),
@@ -503,7 +505,7 @@ def _load_csv(spec: DataSpec) -> RawData:
                    class_names=names)
 
 
-#: One loader per ``data.source`` (the same names as ``hpo.config.spec.SOURCES``).
+#: One loader per ``data.source``: the names it accepts (``DataSpec``).
 SOURCES: dict[str, Callable[[DataSpec], RawData]] = {
     "digits": _load_digits,
     "mnist": _load_idx,

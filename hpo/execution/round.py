@@ -11,8 +11,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from hpo.config.spec import Spec
 from hpo.data.dataset import Dataset
 from hpo.execution import _ray_private
@@ -158,38 +156,13 @@ def run_round(
     first with the same values; the rest of ``num_trials`` is sampled with a fresh seed.
     """
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     s = spec.search
-    mode = s.resolved_mode.value  # Ray reads a plain "max" | "min"
     quiet_libraries()
     pack = pack_size(spec, num_trials) if ranges else 1
-    seed = round_seed(spec.seed, round_index) if not attempt else int(
-        np.random.SeedSequence([spec.seed, round_index, attempt]).generate_state(1)[0])
-    sampler = make_sampler(s.sampler, seed, num_trials)
-    if pack > 1:
-        from hpo.execution.packed_search import PackedOptunaSearch
-
-        searcher: Any = PackedOptunaSearch(space=optuna_space(ranges), metric=s.metric,
-                                           mode=mode, sampler=sampler, pack=pack,
-                                           total=num_trials)
-        samples = -(-num_trials // pack)  # ceil: the last pack may be smaller
-    else:
-        searcher = OptunaSearch(space=optuna_space(ranges), metric=s.metric, mode=mode,
-                                sampler=sampler,
-                                points_to_evaluate=[encode(ranges, c) for c in rerun] or None,
-                                ) if ranges else None
-        samples = num_trials
-    for config, value in done if searcher is not None else ():
-        searcher.add_evaluated_point(encode(ranges, config), value, error=value is None)
-    if s.scheduler == "asha":
-        epochs = spec.train["epochs"]
-        max_t = int(epochs.high) if isinstance(epochs, Int) else int(epochs)
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_t,
-                                  grace_period=max(1, max_t // 8), reduction_factor=3)
-    else:
-        scheduler = FIFOScheduler()
+    searcher, samples = _searcher(spec, ranges, pack=pack, num_trials=num_trials,
+                                  seed=round_seed(spec.seed, round_index, attempt), done=done,
+                                  rerun=rerun)
     cpu = s.resources_per_trial["cpu"]
     # A Ray this process started keeps the resources it started with; a cluster may grow.
     fixed, slots = warm_pool_started(), concurrent_trials(spec)
@@ -202,7 +175,8 @@ def run_round(
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            metric=s.metric, mode=mode, search_alg=searcher, scheduler=scheduler,
+            metric=s.metric, mode=s.resolved_mode.value, search_alg=searcher,
+            scheduler=_scheduler(spec),
             # On this machine, at most as many live trials as fit: a finished trial's actor
             # takes the next one at once, and no trial waits on an actor of its own that Tune
             # would then discard. A cluster's rounds also use the nodes that join while they run.
@@ -221,6 +195,46 @@ def run_round(
     )
     with _tune_for_short_trials(pending=None if fixed else slots):
         tuner.fit()  # results reach the driver through the callbacks, as they happen
+
+
+def _searcher(spec: Spec, ranges: Mapping[str, Distribution], *, pack: int, num_trials: int,
+              seed: int, done: Sequence[tuple[Mapping[str, Any], float | None]],
+              rerun: Sequence[Mapping[str, Any]]) -> tuple[Any, int]:
+    """Optuna's seeded sampler behind Tune's searcher (one config per trial, or a pack of
+    them); (searcher or None for a round with nothing to search, Ray trials to run)."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    s = spec.search
+    mode = s.resolved_mode.value  # Ray reads a plain "max" | "min"
+    sampler = make_sampler(s.sampler, seed, num_trials)
+    if pack > 1:
+        from hpo.execution.packed_search import PackedOptunaSearch
+
+        searcher: Any = PackedOptunaSearch(space=optuna_space(ranges), metric=s.metric,
+                                           mode=mode, sampler=sampler, pack=pack,
+                                           total=num_trials)
+        samples = -(-num_trials // pack)  # ceil: the last pack may be smaller
+    else:
+        searcher = OptunaSearch(space=optuna_space(ranges), metric=s.metric, mode=mode,
+                                sampler=sampler,
+                                points_to_evaluate=[encode(ranges, c) for c in rerun] or None,
+                                ) if ranges else None
+        samples = num_trials
+    for config, value in done if searcher is not None else ():
+        searcher.add_evaluated_point(encode(ranges, config), value, error=value is None)
+    return searcher, samples
+
+
+def _scheduler(spec: Spec) -> Any:
+    """FIFO, or ASHA stopping trials early on the epoch count (``training_iteration``)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if spec.search.scheduler != "asha":
+        return FIFOScheduler()
+    epochs = spec.train["epochs"]
+    max_t = int(epochs.high) if isinstance(epochs, Int) else int(epochs)
+    return ASHAScheduler(time_attr="training_iteration", max_t=max_t,
+                         grace_period=max(1, max_t // 8), reduction_factor=3)
 
 
 #: Tune's period for saving a run's state while hpo runs it: a year, so only as the round ends.

@@ -17,9 +17,11 @@ from hpo.search.space import Categorical, Distribution, Float, Int
 __all__ = ["choice_key", "decode", "encode", "make_sampler", "optuna_space", "round_seed"]
 
 
-def round_seed(seed: int, round_index: int) -> int:
-    """The sampler seed of round k: same study seed, same rounds."""
-    return int(np.random.SeedSequence([seed, round_index]).generate_state(1)[0])
+def round_seed(seed: int, round_index: int, attempt: int = 0) -> int:
+    """The sampler seed of round k: same study seed, same rounds. A round continued after an
+    interruption (``attempt`` > 0) samples the rest of its trials with a seed of its own."""
+    entropy = [seed, round_index, attempt] if attempt else [seed, round_index]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def _is_plain(value: Any) -> bool:

@@ -40,14 +40,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hpo.search.space import Categorical, Distribution, Numeric
 from hpo.trial.direction import Direction
 from hpo.trial.status import TrialStatus
 
-if TYPE_CHECKING:
-    from hpo.config.spec import Spec
 
 __all__ = [
     "Change",
@@ -55,6 +53,7 @@ __all__ = [
     "EXPLORING",
     "FinishedTrial",
     "MIN_ELITE",
+    "REGULARIZATION",
     "Reason",
     "RefineSettings",
     "Refinement",
@@ -81,6 +80,9 @@ EXPLORING = frozenset({Reason.WIDENED_LOW, Reason.WIDENED_HIGH, Reason.REGULARIZ
 
 #: Trial statuses whose metric may place the trial in the elite (flags, not failures).
 ELIGIBLE_STATUSES = frozenset(s.value for s in TrialStatus if s.eligible)
+
+#: Regularization knobs that gap-aware refinement pushes up when the elite overfits.
+REGULARIZATION = ("weight_decay", "dropout")
 
 #: The elite is never smaller than this (unless fewer trials are eligible).
 MIN_ELITE = 3
@@ -130,7 +132,7 @@ class Change:
 
 @dataclass(frozen=True)
 class RefineSettings:
-    """How ranges are refined; ``from_spec`` reads them from a study."""
+    """How ranges are refined; ``Spec.refine_settings()`` reads them from a study."""
 
     mode: Direction  # which way the metric improves ("max" | "min")
     top_fraction: float = 0.25  # share of the eligible trials in the elite (at least MIN_ELITE)
@@ -145,8 +147,8 @@ class RefineSettings:
     # Padding on each side of the elite's t-span, as a share of the OLD t-width (not of the
     # elite span, which a 3-trial elite makes noisy): 0.1 of a 5-decade range is half a decade.
     margin: float = 0.1
-    # Ranges pushed up when the elite overfits; the same names as hpo.config.spec.REGULARIZATION.
-    regularization: tuple[str, ...] = ("weight_decay", "dropout")
+    # Ranges pushed up when the elite overfits.
+    regularization: tuple[str, ...] = REGULARIZATION
     adapt_regularization: bool = True  # gap.adapt_regularization
 
     def __post_init__(self) -> None:
@@ -171,21 +173,6 @@ class RefineSettings:
         if problems:
             raise ValueError("invalid refine settings: " + "; ".join(problems) + ".")
 
-    @classmethod
-    def from_spec(cls, spec: Spec) -> RefineSettings:
-        """The settings a study file asks for: ``search:``, ``gap:`` and the hard bounds."""
-        from hpo.config.spec import REGULARIZATION  # pure as well; a runtime import keeps it optional
-
-        numeric = [n for n, d in spec.distributions().items() if isinstance(d, Numeric)]
-        return cls(
-            regularization=REGULARIZATION,
-            mode=spec.search.resolved_mode,
-            top_fraction=spec.search.top_fraction,
-            edge=spec.search.edge,
-            widen=spec.search.widen,
-            bounds={name: spec.hard_bounds(name) for name in numeric},
-            adapt_regularization=spec.gap.adapt_regularization,
-        )
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 from hpo.report.progress import ProgressLine
 from hpo.report.study import round_table
 from hpo.report.tables import fmt_range
-from hpo.search.refinement import Change, FinishedTrial, RefineSettings, refine, should_stop
+from hpo.search.refinement import Change, FinishedTrial, refine, should_stop
 from hpo.search.space import Distribution, parse_distribution
 from hpo.study.context import Study
 from hpo.study.resume import continuation
@@ -133,7 +133,7 @@ def _end_round(study: Study, summary: RoundSummary, records: list[TrialRecord],
     next_ranges, stopped_early = None, False
     if not last and summary.best_metric is not None:
         refinement = refine(summary.ranges, finished_trials(study, records),
-                            RefineSettings.from_spec(spec))
+                            spec.refine_settings())
         summary.changes, next_ranges = refinement.changes, refinement.ranges
         tracker.log_text(summary.run_id, json.dumps(_changes_json(refinement.changes), indent=2),
                          "refinement.json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -9,9 +10,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpo.errors import SpecError
+from hpo import cli
+from hpo.config.rules import Rule, field_rule
+from hpo.config.sections import MODEL_RULES, NOT_SEARCHABLE, TRAIN_RULES
+from hpo.config.spec import (
+    DataSpec,
+    GapSpec,
+    SanitySpec,
+    SearchSpec,
+    TrackingSpec,
+    TrainConfig,
+    load_spec,
+    parse_spec,
+)
+from hpo.errors import ConfigError, ModelError, Problem, SpecError
 from hpo.search.space import Categorical, Float, Int
-from hpo.config.spec import load_spec, parse_spec
+from models import ModelConfig, config_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -159,3 +173,68 @@ def test_spec_stays_pure():
             "bad = {'torch', 'ray', 'mlflow', 'optuna'} & set(sys.modules); "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------------------- one declaration
+
+
+@pytest.mark.parametrize("cls", [ModelConfig, TrainConfig, DataSpec, SearchSpec, GapSpec,
+                                 SanitySpec, TrackingSpec])
+def test_every_field_of_every_section_carries_its_rule(cls):
+    for f in dataclasses.fields(cls):
+        assert isinstance(field_rule(f), Rule), f.name
+
+
+def test_the_searchable_sections_rules_are_read_off_the_config_dataclasses():
+    assert MODEL_RULES == {f.name: field_rule(f) for f in dataclasses.fields(ModelConfig)}
+    assert TRAIN_RULES == {f.name: field_rule(f) for f in dataclasses.fields(TrainConfig)}
+    assert NOT_SEARCHABLE == {"checkpoint", "finetune"}
+    spec = parse_spec({})
+    assert spec.model == dataclasses.asdict(ModelConfig())
+    assert spec.train == dataclasses.asdict(TrainConfig())
+
+
+@pytest.mark.parametrize("field, value", [
+    ("maxout_k", 1), ("maxout_k", 2), ("maxout_k", 16), ("maxout_k", 17),
+    ("leaky_slope", -0.1), ("leaky_slope", 0), ("leaky_slope", 1),
+    ("elu_alpha", 0), ("elu_alpha", 0.5), ("init_std", 0), ("init_std", 1e-3),
+    ("dropout", 0), ("dropout", 0.5), ("dropout", 1),
+    ("hidden", []), ("hidden", [0]), ("hidden", [3, 2]),
+    ("batchnorm", "yes"), ("batchnorm", True), ("arch", "resnet"), ("arch", "convnet"),
+    ("activation", "swish"), ("activation", "maxout"), ("init", "glorot"), ("init", "he"),
+    ("finetune", "head"), ("finetune", 0), ("finetune", 2), ("finetune", "classifier"),
+    ("checkpoint", ""), ("checkpoint", 3),
+])
+def test_the_study_file_and_the_model_validator_agree(field, value):
+    typed = tuple(value) if isinstance(value, list) else value
+    validator = {p.path for p in config_problems(ModelConfig(**{field: typed}))}
+    try:
+        parse_spec({"model": {field: value}})
+        study: set[str] = set()
+    except SpecError as exc:
+        study = {p.path for p in exc.problems}
+    assert validator == study
+
+
+def test_a_model_error_is_an_input_error_at_the_command_line(monkeypatch, capsys):
+    def fail(args):
+        raise ModelError("checkpoint best.pt: no such file")
+
+    monkeypatch.setattr(cli, "_dispatch", fail)
+    assert cli.main(["validate", "x.yaml"]) == 2
+    assert capsys.readouterr().err == "hpo: error: checkpoint best.pt: no such file\n"
+
+    def problems(args):
+        raise ConfigError([Problem("model.maxout_k", "out of range", 17, "2..16")])
+
+    monkeypatch.setattr(cli, "_dispatch", problems)
+    assert cli.main(["validate", "x.yaml"]) == 2
+    assert capsys.readouterr().err.startswith("1 problem in the study file:\n  - model.maxout_k")
+
+
+def test_the_packages_it_reads_do_not_import_it():
+    # hpo.config reads models, hpo.data and hpo.trial.config; none of them may read it back.
+    code = ("import sys, models, hpo.data, hpo.data.config, hpo.trial, hpo.trial.config; "
+            "bad = [m for m in sys.modules if m.startswith('hpo.config')]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

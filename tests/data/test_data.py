@@ -15,11 +15,11 @@ import pytest
 import torch
 import yaml
 
-from hpo.config import spec as spec_module
 from hpo.cli import main as hpo_main
+from hpo.config.spec import parse_spec
+from hpo.data import DataSpec
 from hpo.data.dataset import SOURCES, STEPS, Dataset, Preprocessor, load_dataset, load_raw, split
 from hpo.errors import DataError, SpecError
-from hpo.config.spec import DataSpec, parse_spec
 from tests.fixtures.data_files import (
     class_images,
     md5_line,
@@ -192,9 +192,24 @@ def test_images_keep_their_channels_for_the_convnet_and_the_mlp_flattens(tmp_pat
     assert model(torch.from_numpy(ds.x_val)).shape == (len(ds.y_val), 10)
 
 
-def test_registries_match_the_names_the_spec_accepts():
-    assert set(SOURCES) == set(spec_module.SOURCES)
-    assert set(STEPS) == set(spec_module.PREPROCESS)
+@pytest.mark.parametrize("name", list(SOURCES))
+def test_every_loader_is_a_source_the_study_file_accepts(name, tmp_path):
+    # data.source takes its names from SOURCES, one loader each (a path, which file-based
+    # sources need, is a rule between fields, not about the name).
+    assert parse_spec({"data": {"source": name, "path": str(tmp_path)}}).data.source == name
+
+
+@pytest.mark.parametrize("step", list(STEPS))
+def test_every_step_is_a_preprocessing_the_study_file_accepts(step):
+    assert parse_spec({"data": {"preprocess": [step]}}).data.preprocess == (step,)
+
+
+def test_an_unknown_source_or_step_is_answered_with_the_data_packages_names():
+    with pytest.raises(SpecError) as info:
+        parse_spec({"data": {"source": "imagenet", "preprocess": ["sharpen"]}})
+    allowed = {p.path: p.allowed for p in info.value.problems}
+    assert allowed["data.source"] == " | ".join(SOURCES)
+    assert " | ".join(STEPS) in allowed["data.preprocess"]
 
 
 # ----------------------------------------------------------------------------- bad data

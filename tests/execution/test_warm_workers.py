@@ -35,7 +35,8 @@ ROUND = textwrap.dedent("""
     from hpo.execution._warm_worker import NAMESPACE, PREFIX
     from hpo.data.dataset import load_dataset
     from hpo.config.spec import parse_spec
-    from hpo.execution.round import await_warm_workers, prestart_warm_workers, run_round, start_ray
+    from hpo.execution.cluster import await_warm_workers, prestart_warm_workers, start_ray
+    from hpo.execution.round import run_round
 
     class Pids(tune.Callback):
         def __init__(self):

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hpo.errors import InputError
 from models import ModelConfig, apply_finetune, build_model, recompute_batchnorm_stats
 from models._network import Network
+from models.errors import ModelError
 
 SHAPES = {"mlp": (6,), "convnet": (2, 8, 8)}
 
@@ -123,7 +123,7 @@ def test_recompute_leaves_frozen_blocks_alone() -> None:
 
 
 def test_recompute_rejects_too_little_data() -> None:
-    with pytest.raises(InputError, match="needs >= 2 inputs"):
+    with pytest.raises(ModelError, match="needs >= 2 inputs"):
         recompute_batchnorm_stats(_model(), torch.randn(1, 6))
 
 

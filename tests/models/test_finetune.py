@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hpo.errors import InputError
 from models import ModelConfig, apply_finetune, build_model, load_checkpoint, save_checkpoint
 from models._network import Network
+from models.errors import ModelError
 
 SHAPES = {"mlp": (6,), "convnet": (2, 8, 8)}
 
@@ -123,7 +123,7 @@ def test_modes_count_layers_from_the_end() -> None:
 @pytest.mark.parametrize("mode", [0, 5, -1, True, "head", 1.5])
 def test_bad_modes_are_input_errors(mode: object) -> None:
     model = build_model(_config("mlp", hidden=(5, 4, 3)), input_shape=(6,), num_classes=3)
-    with pytest.raises(InputError, match="finetune"):
+    with pytest.raises(ModelError, match="finetune"):
         apply_finetune(model, mode)  # type: ignore[arg-type]
 
 
@@ -165,24 +165,24 @@ def test_another_architecture_is_an_input_error_naming_the_checkpoint(tmp_path: 
     path = tmp_path / "best.pt"
     cfg, _ = _pretrained("mlp", path)
     for change in ({"hidden": (5, 3)}, {"activation": "relu"}, {"batchnorm": False}):
-        with pytest.raises(InputError, match=str(path)):
+        with pytest.raises(ModelError, match=str(path)):
             build_model(
                 dataclasses.replace(cfg, checkpoint=str(path), **change),
                 input_shape=(6,),
                 num_classes=3,
             )
-    with pytest.raises(InputError, match=r"does not fit.*features\.0\.linear\.weight"):
+    with pytest.raises(ModelError, match=r"does not fit.*features\.0\.linear\.weight"):
         build_model(dataclasses.replace(cfg, checkpoint=str(path)), input_shape=(7,), num_classes=3)
 
 
 def test_missing_or_foreign_files_are_input_errors(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="no such file"):
+    with pytest.raises(ModelError, match="no such file"):
         load_checkpoint(tmp_path / "nope.pt")
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(InputError, match="garbage.pt"):
+    with pytest.raises(ModelError, match="garbage.pt"):
         load_checkpoint(garbage)
     plain = tmp_path / "plain.pt"
     torch.save({"weight": torch.zeros(2)}, plain)
-    with pytest.raises(InputError, match="not a model saved by"):
+    with pytest.raises(ModelError, match="not a model saved by"):
         load_checkpoint(plain)

@@ -475,12 +475,6 @@ def test_regularization_at_its_bound_is_pinned_and_never_collapses():
     assert tspan(c.new) == pytest.approx(0.2 * 0.5)
 
 
-def test_default_regularization_names_match_the_spec():
-    from hpo.config import spec
-
-    assert RefineSettings(mode="max").regularization == spec.REGULARIZATION
-
-
 # ----------------------------------------------------------------------------- stopping
 
 
@@ -682,7 +676,7 @@ def test_settings_from_a_study_file():
                    "bounds": {"lr": [1e-6, 10.0]}},
         "gap": {"adapt_regularization": False},
     })
-    s = RefineSettings.from_spec(spec)
+    s = spec.refine_settings()
     assert (s.mode, s.top_fraction, s.edge, s.widen) == ("min", 0.5, 0.2, 100.0)
     assert not s.adapt_regularization
     assert s.bounds == {"lr": (1e-6, 10.0), "dropout": spec.hard_bounds("dropout")}
