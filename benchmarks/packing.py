@@ -40,6 +40,7 @@ import _bench  # noqa: E402
 from hpo.data.dataset import load_dataset  # noqa: E402
 from hpo.trial.pack import train_pack  # noqa: E402
 from hpo.config.spec import parse_spec  # noqa: E402
+from hpo.trial.status import TrialStatus  # noqa: E402
 from hpo.trial.train import TrialOutcome, train_trial  # noqa: E402
 
 
@@ -82,7 +83,7 @@ def row_trials(kind: int | str, args: argparse.Namespace) -> int:
 def agreement(packed: list[TrialOutcome], alone: list[TrialOutcome]) -> dict[str, Any]:
     """How far each member's final metrics are from its unpacked run's (common trials only)."""
     pairs = list(zip(packed, alone))
-    both_ok = [(p.last, a.last) for p, a in pairs if p.status == a.status == "ok"]
+    both_ok = [(p.last, a.last) for p, a in pairs if p.status is a.status is TrialStatus.OK]
 
     def rel(key: str) -> float:
         return max((abs(p[key] - a[key]) / max(abs(a[key]), 1e-12) for p, a in both_ok),
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"runner": kind if kind == "unpacked" else f"pack {kind}", "trials": trials,
                      "times_s": times, "trials_per_s": rates,
                      "median_trials_per_s": statistics.median(rates),
-                     "diverged": sum(o.status == "diverged" for o in outcomes[kind])})
+                     "diverged": sum(o.status is TrialStatus.DIVERGED for o in outcomes[kind])})
         print(f"{rows[-1]['runner']}: {trials} trials, {_bench.spread(times)} s", flush=True)
     base = rows[0]["median_trials_per_s"]
     for row, kind in zip(rows[1:], kinds[1:]):

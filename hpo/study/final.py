@@ -25,6 +25,7 @@ from hpo.config.spec import Spec
 from hpo.study.context import Study
 from hpo.tracking.store import Tracker
 from hpo.trial.record import TrialRecord
+from hpo.trial.status import TrialStatus
 
 __all__ = ["FinalEvaluation", "evaluate_final", "finish", "log_best_model"]
 
@@ -90,7 +91,8 @@ def evaluate_final(spec: Spec, data: Dataset, ranked: Sequence[Any]) -> FinalEva
     x, y = (data.x_test, data.y_test) if split == "test" else (data.x_val, data.y_val)
     members = list(ranked[:ENSEMBLE_TOP_K])
     outcomes = [_retrain(spec, data, r.params) for r in members]
-    usable = [(r, o) for r, o in zip(members, outcomes) if o.status != "diverged"]
+    usable = [(r, o) for r, o in zip(members, outcomes)
+              if o.status is not TrialStatus.DIVERGED]
     best_model = outcomes[0].model
     labels = torch.from_numpy(np.array(y))
     probs = [_probabilities(o.model, x) for _, o in usable]

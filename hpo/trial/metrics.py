@@ -13,8 +13,8 @@ from typing import Any
 
 from hpo.trial.direction import Direction
 
-__all__ = ["DIVERGED_KEY", "EPOCH_KEY", "METRICS", "diverged_metrics", "epoch_metrics",
-           "is_trial_metric", "layer_name"]
+__all__ = ["DIVERGED_KEY", "EPOCH_KEY", "METRICS", "activation_metrics", "diverged_metrics",
+           "epoch_metrics", "is_trial_metric", "layer_name"]
 
 #: The metrics ``search.metric`` may name, and which way each improves.
 METRICS: dict[str, Direction] = {
@@ -60,6 +60,14 @@ def layer_name(param: str) -> str:
     if parts[0] == "features" and len(parts) > 1 and parts[1].isdigit():
         return f"layer{int(parts[1]) + 1}"
     return parts[0]
+
+
+def activation_metrics(stats: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The end-of-trial keys ``act.<layer>.<stat>`` from per-layer activation statistics
+    (layer -> stat -> value); a layer's ``values`` (the activations themselves, kept for
+    histograms) are not a metric."""
+    return {f"act.{layer}.{stat}": v for layer, s in stats.items() for stat, v in s.items()
+            if stat != "values"}
 
 
 def diverged_metrics(epoch: int) -> dict[str, float]:

@@ -1,7 +1,11 @@
 """One trial: data -> model -> train -> per-epoch metrics. Plain PyTorch, no Ray, no MLflow.
 
-``train_trial`` is what a Ray Tune trial runs (through ``hpo.execution.round``) and what ``hpo train`` runs
-in-process. Data are in-memory tensors sliced by a seeded permutation; no DataLoader.
+``train_trial`` is what a Ray Tune trial runs (through ``hpo.execution.round``) and what
+``hpo train`` runs in-process. Data are in-memory tensors sliced by a seeded permutation; no
+DataLoader. Also here: the trial's optimizers (``build_optimizer``, one per name of
+``OPTIMIZERS``), its L2 penalty and its evaluation, which the sanity checks and packed training
+(``hpo.trial.pack``) share. What an epoch reports is ``hpo.trial.metrics``'s; when a loss has
+diverged is ``hpo.trial.divergence``'s.
 
 A trial trains on one device (``trial_device``: the GPU when it was given one): the model, the
 optimizer state, the data (moved once per trial) and every per-epoch statistic live there, and
@@ -22,22 +26,27 @@ import torch
 from torch import nn
 
 from hpo.data.dataset import Dataset
-from hpo.trial.config import TrainConfig
+from hpo.errors import UnknownNameError
+from hpo.trial.config import OPTIMIZERS, TrainConfig
+from hpo.trial.divergence import loss_diverged
+from hpo.trial.instruments import UpdateRatio, activation_stats
+from hpo.trial.metrics import activation_metrics, diverged_metrics, epoch_metrics
+from hpo.trial.status import TrialStatus
 from models.config import ModelConfig
 
-__all__ = ["TrialOutcome", "diverged_metrics", "trial_threads", "trial_device", "build_optimizer",
-           "evaluate", "train_trial", "model_config", "train_config", "l2_penalty", "tensors"]
+__all__ = ["TRAIN_EVAL_SIZE", "TrialOutcome", "build_optimizer", "evaluate", "l2_penalty",
+           "model_config", "tensors", "train_config", "train_trial", "trial_device",
+           "trial_threads"]
 
 #: Train accuracy is measured in evaluation mode on this many fixed training examples.
 TRAIN_EVAL_SIZE = 1000
-#: A loss this many times the first batch's loss counts as diverged ("the loss explodes").
-DIVERGENCE_FACTOR = 10.0
 
 _MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
 _TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 
 
 def model_config(params: Mapping[str, Any]) -> ModelConfig:
+    """The model's fields of a trial's parameters (``hidden`` as a tuple of ints)."""
     values = {k: v for k, v in params.items() if k in _MODEL_FIELDS}
     if "hidden" in values:
         values["hidden"] = tuple(int(h) for h in values["hidden"])
@@ -45,6 +54,7 @@ def model_config(params: Mapping[str, Any]) -> ModelConfig:
 
 
 def train_config(params: Mapping[str, Any]) -> TrainConfig:
+    """The training fields of a trial's parameters."""
     return TrainConfig(**{k: v for k, v in params.items() if k in _TRAIN_FIELDS})
 
 
@@ -52,7 +62,7 @@ def train_config(params: Mapping[str, Any]) -> TrainConfig:
 class TrialOutcome:
     """What a finished trial leaves: its history and status (the model stays with the caller)."""
 
-    status: str = "ok"  # ok | diverged
+    status: TrialStatus = TrialStatus.OK  # OK, or DIVERGED: stopped early
     history: list[dict[str, float]] = field(default_factory=list)
     initial_loss: float = math.nan
     model: nn.Module | None = None  # with keep_model: the trained model, on the trial's device
@@ -62,13 +72,28 @@ class TrialOutcome:
         return self.history[-1] if self.history else {}
 
 
+_OptimizerBuilder = Callable[[list[nn.Parameter], TrainConfig], torch.optim.Optimizer]
+
+#: One builder per name of ``hpo.trial.config.OPTIMIZERS``: the notes' SGD, momentum, Nesterov
+#: momentum and Adam (``momentum`` as its beta1). torch refuses Nesterov without momentum; with
+#: momentum 0 it is plain SGD.
+_OPTIMIZER_BUILDERS: dict[str, _OptimizerBuilder] = {
+    "sgd": lambda params, cfg: torch.optim.SGD(params, lr=cfg.lr, momentum=0.0, nesterov=False),
+    "momentum": lambda params, cfg: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                                    nesterov=False),
+    "nesterov": lambda params, cfg: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                                    nesterov=cfg.momentum > 0),
+    "adam": lambda params, cfg: torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.momentum, 0.999)),
+}
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """``cfg.optimizer`` over the model's trainable parameters; raises ``UnknownNameError`` for a
+    name that is not in ``OPTIMIZERS``."""
+    if cfg.optimizer not in OPTIMIZERS:
+        raise UnknownNameError("optimizer", cfg.optimizer, list(OPTIMIZERS))
     params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.momentum, 0.999))
-    momentum = 0.0 if cfg.optimizer == "sgd" else cfg.momentum
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=momentum,
-                           nesterov=cfg.optimizer == "nesterov" and momentum > 0)
+    return _OPTIMIZER_BUILDERS[cfg.optimizer](params, cfg)
 
 
 def l2_penalty(model: nn.Module, weight_decay: float) -> torch.Tensor:
@@ -116,13 +141,6 @@ def trial_device(gpu: bool) -> torch.device:
     return torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu")
 
 
-def diverged_metrics(epoch: int) -> dict[str, float]:
-    """The last report of a diverged trial: the worst result, so a searcher sees a bad trial
-    rather than a missing one."""
-    return {"epoch": epoch, "train_loss": math.inf, "train_accuracy": 0.0,
-            "val_loss": math.inf, "val_accuracy": 0.0, "gap": 0.0, "diverged": 1.0}
-
-
 @contextmanager
 def trial_threads(cpu: float) -> Iterator[None]:
     """Torch threads as a trial with ``cpu`` CPUs has them (so a retrain in the driver matches
@@ -144,19 +162,6 @@ def _running_sum(values: list[float]) -> float:
     return total
 
 
-def _geometric_mean(values: Any) -> float:
-    logs = [math.log(v) for v in values if v > 0 and math.isfinite(v)]
-    return math.exp(sum(logs) / len(logs)) if logs else math.nan
-
-
-def _short(param: str) -> str:
-    """``features.0.linear.weight`` -> ``layer1``; ``classifier.weight`` -> ``classifier``."""
-    parts = param.split(".")
-    if parts[0] == "features" and parts[1].isdigit():
-        return f"layer{int(parts[1]) + 1}"
-    return parts[0]
-
-
 def train_trial(
     params: Mapping[str, Any],
     data: Dataset,
@@ -170,11 +175,10 @@ def train_trial(
 
     The model is built on the CPU (the same initial weights on every device) and then moved.
 
-    Divergence (a non-finite loss, or one DIVERGENCE_FACTOR times the first batch's) stops the
-    trial early with status "diverged" and a last report whose metrics are the worst possible,
-    so a searcher sees a bad result rather than a missing one.
+    Divergence (``hpo.trial.divergence``: a non-finite loss, or one DIVERGENCE_FACTOR times the
+    first batch's) stops the trial early with status DIVERGED and a last report whose metrics are
+    the worst possible, so a searcher sees a bad result rather than a missing one.
     """
-    from hpo.trial.instruments import UpdateRatio, activation_stats
     from models import build_model
 
     torch.manual_seed(seed)
@@ -183,65 +187,71 @@ def train_trial(
     model.to(device)
     optimizer = build_optimizer(model, tcfg)
     t = tensors(data, device)
-    x_train, y_train = t["x_train"], t["y_train"]
-    x_eval, y_eval = x_train[:TRAIN_EVAL_SIZE], y_train[:TRAIN_EVAL_SIZE]
     generator = torch.Generator().manual_seed(seed)
     ratio = UpdateRatio(model)
     outcome = TrialOutcome()
-    n = len(y_train)
 
     for epoch in range(1, tcfg.epochs + 1):
-        model.train()
-        order = torch.randperm(n, generator=generator).to(device)
-        step_losses, sizes, diverged = [], [], False
-        for i in range(0, n, tcfg.batch_size):
-            idx = order[i:i + tcfg.batch_size]
-            logits = model(x_train[idx])  # (B, classes)
-            data_loss = nn.functional.cross_entropy(logits, y_train[idx])
-            loss = data_loss + l2_penalty(model, tcfg.weight_decay)
-            value = loss.item()  # the step's one host sync: divergence must stop this step
-            if math.isnan(outcome.initial_loss):
-                outcome.initial_loss = value
-            if not math.isfinite(value) or value > DIVERGENCE_FACTOR * max(
-                    outcome.initial_loss, 1e-3):
-                diverged = True
-                break
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if i + tcfg.batch_size >= n:  # the epoch's last step: measure update/weight
-                ratio.before()
-            optimizer.step()
-            step_losses.append(data_loss.detach())
-            sizes.append(len(idx))
-        if diverged:
-            outcome.status = "diverged"
+        order = torch.randperm(len(t["y_train"]), generator=generator).to(device)
+        train_loss = _train_epoch(model, optimizer, tcfg, t, order, ratio, outcome)
+        if train_loss is None:
+            outcome.status = TrialStatus.DIVERGED
             metrics = diverged_metrics(epoch)
-            outcome.history.append(metrics)
-            if report:
-                report(metrics)
-            break
-        train_loss, train_acc = evaluate(model, x_eval, y_eval)
-        val_loss, val_acc = evaluate(model, t["x_val"], t["y_val"])
-        ratios = ratio.after()
-        step_values = torch.stack(step_losses).tolist() if sizes else []  # one transfer
-        metrics = {
-            "epoch": epoch,
-            "train_loss": _running_sum([v * k for v, k in zip(step_values, sizes)])
-            / max(sum(sizes), 1),
-            "train_accuracy": train_acc,
-            "val_loss": val_loss,
-            "val_accuracy": val_acc,
-            "gap": train_acc - val_acc,
-            "diverged": 0.0,
-            "update_ratio": _geometric_mean(ratios.values()),
-            **{f"update_ratio.{_short(name)}": v for name, v in ratios.items()},
-        }
-        if epoch == tcfg.epochs:  # the end of the trial: the notes' activation statistics
-            for layer, s in activation_stats(model, t["x_val"][:512], mcfg.activation).items():
-                metrics.update({f"act.{layer}.{k}": v for k, v in s.items() if k != "values"})
+        else:
+            metrics = _epoch_report(model, epoch, train_loss, t, ratio)
+            if epoch == tcfg.epochs:  # the end of the trial: the notes' activation statistics
+                metrics.update(_activation_report(model, t["x_val"][:512], mcfg.activation))
         outcome.history.append(metrics)
         if report:
             report(metrics)
+        if outcome.status is TrialStatus.DIVERGED:
+            break
     if keep_model:
         outcome.model = model
     return outcome
+
+
+def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+                 t: Mapping[str, torch.Tensor], order: torch.Tensor, ratio: UpdateRatio,
+                 outcome: TrialOutcome) -> float | None:
+    """One pass over the training split in ``order``: the mean data loss over its examples, or
+    None when the loss diverged (that step is not taken). The first step's loss becomes
+    ``outcome.initial_loss``; the last step's update is measured by ``ratio``."""
+    x, y = t["x_train"], t["y_train"]
+    n = len(y)
+    model.train()
+    step_losses, sizes = [], []
+    for i in range(0, n, cfg.batch_size):
+        idx = order[i:i + cfg.batch_size]
+        logits = model(x[idx])  # (B, classes)
+        data_loss = nn.functional.cross_entropy(logits, y[idx])
+        loss = data_loss + l2_penalty(model, cfg.weight_decay)
+        value = loss.item()  # the step's one host sync: divergence must stop this step
+        if math.isnan(outcome.initial_loss):
+            outcome.initial_loss = value
+        if loss_diverged(value, outcome.initial_loss):
+            return None
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if i + cfg.batch_size >= n:  # the epoch's last step: measure update/weight
+            ratio.before()
+        optimizer.step()
+        step_losses.append(data_loss.detach())
+        sizes.append(len(idx))
+    step_values = torch.stack(step_losses).tolist() if sizes else []  # one transfer
+    return _running_sum([v * k for v, k in zip(step_values, sizes)]) / max(sum(sizes), 1)
+
+
+def _epoch_report(model: nn.Module, epoch: int, train_loss: float,
+                  t: Mapping[str, torch.Tensor], ratio: UpdateRatio) -> dict[str, Any]:
+    """The metrics of an epoch that trained: accuracies in evaluation mode (train accuracy on
+    the first TRAIN_EVAL_SIZE training examples), the last step's update/weight ratios."""
+    _, train_acc = evaluate(model, t["x_train"][:TRAIN_EVAL_SIZE], t["y_train"][:TRAIN_EVAL_SIZE])
+    val_loss, val_acc = evaluate(model, t["x_val"], t["y_val"])
+    return epoch_metrics(epoch, train_loss=train_loss, train_accuracy=train_acc,
+                         val_loss=val_loss, val_accuracy=val_acc, update_ratios=ratio.after())
+
+
+def _activation_report(model: nn.Module, x: torch.Tensor, activation: str) -> dict[str, float]:
+    """The end-of-trial ``act.*`` metrics: the model's activation statistics on ``x``."""
+    return activation_metrics(activation_stats(model, x, activation))

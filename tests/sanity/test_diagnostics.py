@@ -11,9 +11,16 @@ import pytest
 import torch
 from torch import nn
 
-from hpo.trial.status import classify
+from hpo.trial.metrics import activation_metrics
+from hpo.trial.status import TrialStatus, classify
 from hpo.data.dataset import load_dataset
-from hpo.sanity.checks import middle_config, run_sanity_checks
+from hpo.sanity.checks import (
+    CheckSetup,
+    check_initial_loss,
+    check_regularization,
+    middle_config,
+    run_sanity_checks,
+)
 from hpo.trial.instruments import UpdateRatio, activation_stats
 from hpo.search.refinement import FinishedTrial, RefineSettings, refine
 from hpo.config.spec import parse_spec
@@ -54,6 +61,17 @@ def test_healthy_setup_passes_every_check(spec, data):
     # within the check's tolerance of ln(10); He init without batchnorm sits a bit above it
     assert results["initial loss ~ ln(classes)"].values["sanity.initial_loss"] == pytest.approx(
         math.log(10), rel=0.5)
+
+
+def test_the_five_checks_run_in_the_notes_order_and_each_stands_alone(spec, data):
+    results = run_sanity_checks(spec, data)
+    assert [r.name for r in results] == [
+        "initial loss ~ ln(classes)", "regularization raises the loss", "overfits 20 examples",
+        "tiny lr: loss flat; huge lr: explodes", "learns beyond chance"]
+    setup = CheckSetup.of(middle_config(spec), data, seed=spec.seed)
+    assert setup.params["weight_decay"] == setup.params["dropout"] == 0.0
+    assert check_initial_loss(setup) == results[0]
+    assert check_regularization(setup, 1e-2) == results[1]  # the top of the searched range
 
 
 def test_weights_far_too_large_fail_the_initial_loss_check(spec, data):
@@ -101,7 +119,7 @@ def test_a_diverging_learning_rate_ends_the_trial_early_and_tagged(spec, data):
     params = {**middle_config(spec), "lr": 1e4, "epochs": 5, "optimizer": "sgd"}
     reports = []
     outcome = train_trial(params, data, seed=0, report=reports.append)
-    assert outcome.status == "diverged"
+    assert outcome.status is TrialStatus.DIVERGED
     assert len(outcome.history) == 1 < params["epochs"]  # stopped in the first epoch
     assert reports[-1]["diverged"] == 1.0 and reports[-1]["val_accuracy"] == 0.0
     assert classify(reports[-1], gap_threshold=0.1, num_classes=10) == "diverged"
@@ -202,3 +220,14 @@ def test_activation_statistics_match_hand_computed_values():
     assert tanh["saturated"] == pytest.approx(float((t.abs() > 0.99).float().mean()))
     # |pre| > 2.65 saturates: unit 1 on all 4 inputs, and a +/-3 in units 0, 2 and 3: 7 of 16
     assert tanh["saturated"] == 7 / 16
+
+
+def test_activation_metrics_are_the_statistics_without_the_activations():
+    model = _Tiny(nn.ReLU())
+    x = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
+    stats = activation_stats(model, x, "relu")
+    assert "values" in stats["layer1"]
+    metrics = activation_metrics(stats)
+    assert metrics == {f"act.layer1.{k}": v for k, v in stats["layer1"].items() if k != "values"}
+    assert set(metrics) == {"act.layer1.mean", "act.layer1.std", "act.layer1.dead"}
+    assert not model.block.act._forward_hooks  # the capture leaves no hook behind

@@ -7,6 +7,7 @@ import torch
 
 from hpo.data.dataset import load_dataset
 from hpo.trial.pack import pack_key, train_pack
+from hpo.trial.status import TrialStatus
 from hpo.config.spec import parse_spec
 from hpo.trial.train import train_trial
 from tests.fixtures.trials import assert_same_trial as assert_same
@@ -46,7 +47,8 @@ def test_packed_equals_unpacked_per_member_including_a_diverged_one(data, settin
     reports = []
     packed = train_pack(configs, data, seed=0, report=reports.append, device=device)
     alone = [train_trial(c, data, seed=0, device=device) for c in configs]
-    assert [o.status for o in alone].count("diverged") == 1
+    assert [o.status for o in alone].count(TrialStatus.DIVERGED) == 1
+    assert all(isinstance(o.status, TrialStatus) for o in [*packed, *alone])
     for p, a in zip(packed, alone):
         assert_same(p, a)
     # after its divergence a member reports nothing more; the others report every epoch

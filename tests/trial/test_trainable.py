@@ -9,6 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from hpo.data.dataset import load_dataset
 from hpo.config.spec import parse_spec
+from hpo.trial.status import TrialStatus
 from hpo.trial.train import train_trial, trial_device
 from tests.fixtures.trials import assert_same_trial
 
@@ -82,5 +83,5 @@ def test_a_cuda_trial_matches_the_cpu_trial_and_keeps_its_model_on_the_gpu(data)
     gpu = train_trial(params, data, seed=0, device="cuda", keep_model=True)
     cpu = train_trial(params, data, seed=0)
     assert all(p.device.type == "cuda" for p in gpu.model.parameters())
-    assert gpu.status == cpu.status == "ok"
+    assert gpu.status is cpu.status is TrialStatus.OK
     assert_same_trial(gpu, cpu)
