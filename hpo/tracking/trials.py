@@ -49,7 +49,7 @@ class RoundWriter:
 
     def restarted(self, record: TrialRecord) -> None:
         """A retry after a failure, or a cut-short trial run again: its epochs start over."""
-        self.writer.write(self.tracker.discard, record.run_id)
+        self.writer.write(self._discard, record)
 
     def rekeyed(self, record: TrialRecord, old: str) -> None:
         self.restarted(record)
@@ -78,6 +78,9 @@ class RoundWriter:
                   "hpo.status": TrialStatus.RUNNING, "hpo.kind": "trial"},
         )
         self.journal.append("trial_start", record=payload)
+
+    def _discard(self, record: TrialRecord) -> None:
+        self.tracker.discard(record.run_id)  # run_id is set on this thread, by _start_run
 
     def _buffer(self, record: TrialRecord, metrics: dict[str, float], step: int) -> None:
         self.tracker.buffer_metrics(record.run_id, metrics, step=step)
