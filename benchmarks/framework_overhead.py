@@ -24,8 +24,8 @@ another:
    sanity checks (``strict: false`` so that a failed check cannot end the run), MLflow (sqlite in
    a temp dir), per-epoch diagnostics, round plots, final retraining and report. One round of 64
    trials with ``search.sampler: random``. The fixed list *is* the list hpo's seeded random
-   sampler draws for round 1 (``RandomSampler(seed=hpo.search.round_seed(seed, 1))`` asked with
-   ``hpo.search.optuna_space``), so hpo trains the very same configurations; the script checks
+   sampler draws for round 1 (``RandomSampler(seed=hpo.space.round_seed(seed, 1))`` asked with
+   ``hpo.space.optuna_space``), so hpo trains the very same configurations; the script checks
    this and says so in the table (column *configs*).
 
 The trainable body is ``train_trial`` everywhere (the same arithmetic, divergence check,
@@ -97,7 +97,7 @@ def draw_configs(spec_dict: dict[str, Any]) -> list[dict[str, Any]]:
     import optuna
 
     from hpo.config.spec import parse_spec
-    from hpo.search.bridge import decode, optuna_space, round_seed
+    from hpo.space.bridge import decode, optuna_space, round_seed
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = parse_spec(spec_dict)
@@ -145,7 +145,7 @@ def run_optuna(work: Path) -> dict[str, Any]:
     import optuna
     import torch
 
-    from hpo.search.space import Categorical, Float, Int
+    from hpo.space.distributions import Categorical, Float, Int
     from hpo.trial.train import train_trial
 
     t0 = time.perf_counter()
@@ -204,7 +204,7 @@ def run_ray_tune(work: Path) -> dict[str, Any]:
     from ray.air.integrations.mlflow import MLflowLoggerCallback
     from ray.tune.search.optuna import OptunaSearch
 
-    from hpo.search.space import Categorical, Float, Int
+    from hpo.space.distributions import Categorical, Float, Int
     from hpo.trial.train import train_trial
 
     t0 = time.perf_counter()

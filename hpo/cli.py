@@ -100,21 +100,20 @@ def _dispatch(args: argparse.Namespace) -> int:
               + (f": {', '.join(dists)}" if dists else ""), file=sys.stderr)
         return 0
     if args.command == "search":
-        from hpo.study.run import run_study
+        from hpo.study.api import search
 
-        spec = _load(args)
-        run_study(spec, address=args.address, tracking_uri=args.tracking_uri, quiet=args.quiet,
-                  force=args.force, resume=args.resume, study_root=args.study_root)
+        search(_load(args), address=args.address, tracking_uri=args.tracking_uri,
+               quiet=args.quiet, force=args.force, resume=args.resume,
+               study_root=args.study_root)
         return 0
     if args.command == "check":
         from hpo.study.single import check_only
 
         return 0 if check_only(_load(args), tracking_uri=args.tracking_uri) else 1
     if args.command == "train":
-        from hpo.study.single import train_fixed
+        from hpo.study.api import train
 
-        spec = _load(args)
-        train_fixed(spec, tracking_uri=args.tracking_uri, quiet=args.quiet)
+        train(_load(args), tracking_uri=args.tracking_uri, quiet=args.quiet)
         return 0
     if args.command == "ui":
         from hpo.tracking.store import resolve_tracking_uri

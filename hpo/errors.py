@@ -21,7 +21,9 @@ __all__ = [
     "SanityCheckFailed",
     "SpecError",
     "TrackingUnreachable",
+    "TrialContractError",
     "UnknownNameError",
+    "UserCodeError",
 ]
 
 
@@ -41,12 +43,22 @@ class SpecError(InputError, ConfigError):
     """Every problem found in a study file, collected in one pass."""
 
 
+class UserCodeError(SpecError):
+    """The user's own code (``model.builder``, ``data.loader``, ``trainable``) cannot be
+    imported or called as the study file says, or gave back what hpo cannot use."""
+
+
 class DataError(InputError):
     """A data file is missing or malformed; the message names the file and the problem."""
 
 
 class RunError(HpoError):
     """The study failed at run time (exit 1)."""
+
+
+class TrialContractError(RunError):
+    """A trial broke the trial contract (e.g. never reported ``search.metric``): that trial
+    fails, the study goes on."""
 
 
 class TrackingUnreachable(RunError):

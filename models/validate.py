@@ -40,9 +40,10 @@ def relation_problems(model: Mapping[str, Any], *, prefix: str = "model") -> lis
     searched field holds a distribution (the fields read here are never searched).
     """
     problems = []
-    if model["finetune"] != "all" and model["checkpoint"] is None:
+    finetune = model.get("finetune", "all")  # a builder's model section may leave both out
+    if finetune != "all" and model.get("checkpoint") is None:
         problems.append(Problem(f"{prefix}.finetune", "finetuning needs model.checkpoint",
-                                model["finetune"], "all, or set model.checkpoint"))
+                                finetune, "all, or set model.checkpoint"))
     return problems
 
 

@@ -12,9 +12,11 @@ from typing import Any
 from hpo.config.rules import Invalid, Number, Rule, field_rule, is_number
 from hpo.config.sections import NOT_SEARCHABLE, SEARCHABLE
 from hpo.errors import Problem
-from hpo.search.space import Categorical, Numeric, is_distribution_form, parse_distribution
+from hpo.space.distributions import Categorical, Numeric, is_distribution_form, parse_distribution
+from models.config import ModelConfig
 
-__all__ = ["bounds", "parse_field", "plain_section", "searchable_section"]
+__all__ = ["bounds", "builder_section", "free_section", "parse_field", "plain_section",
+           "searchable_section"]
 
 
 def parse_field(
@@ -37,7 +39,8 @@ def _unknown_keys(body: dict, section: str, known: list[str], problems: list[Pro
                                     allowed=", ".join(known)))
 
 
-def plain_section(body: dict, section: str, cls: type, problems: list[Problem]) -> Any:
+def plain_section(body: dict, section: str, cls: type, problems: list[Problem],
+                  bounds_extra: tuple[str, ...] = ()) -> Any:
     """A section of fixed values: an instance of ``cls``, whose fields carry their rules."""
     fields = dataclasses.fields(cls)
     _unknown_keys(body, section, [f.name for f in fields], problems)
@@ -49,21 +52,23 @@ def plain_section(body: dict, section: str, cls: type, problems: list[Problem]) 
                                     "and train:", body[f.name], field_rule(f).allowed or None))
             continue
         if f.name == "bounds" and section == "search":
-            values["bounds"] = bounds(body.get("bounds", {}), problems)
+            values["bounds"] = bounds(body.get("bounds", {}), problems, bounds_extra)
             continue
         if f.name in body:
             values[f.name] = parse_field(body, f.name, field_rule(f), None, path, problems)
     return cls(**{k: v for k, v in values.items() if v is not None or k in body})
 
 
-def bounds(raw: Any, problems: list[Problem]) -> dict[str, tuple[float, float]]:
-    """``search.bounds``: a numeric searchable field -> (lo, hi)."""
+def bounds(raw: Any, problems: list[Problem], extra: tuple[str, ...] = ()
+           ) -> dict[str, tuple[float, float]]:
+    """``search.bounds``: a numeric searchable field (or one of the user's own, ``extra``) ->
+    (lo, hi)."""
     allowed = "a mapping from a numeric model/train field to [lo, hi] with lo < hi"
     if not isinstance(raw, dict):
         problems.append(Problem("search.bounds", "wrong type", raw, allowed))
         return {}
     out = {}
-    numeric = [k for k, (_, r) in SEARCHABLE.items() if isinstance(r, Number)]
+    numeric = [k for k, (_, r) in SEARCHABLE.items() if isinstance(r, Number)] + list(extra)
     for key, value in raw.items():
         path = f"search.bounds.{key}"
         if key not in numeric:
@@ -86,20 +91,60 @@ def searchable_section(
     _unknown_keys(body, section, list(defaults), problems)
     values: dict[str, Any] = dict(defaults)
     for f in fields:
-        key, r = f.name, field_rule(f)
-        if key not in body:
-            continue
-        raw, path = body[key], f"{section}.{key}"
-        if is_distribution_form(raw):
-            dist = _distribution(raw, key, r, path, problems)
-            if dist is not None:
-                values[key] = dist
+        if f.name in body:
+            values.update(_searchable_value(body, f.name, field_rule(f), f"{section}.{f.name}",
+                                            defaults[f.name], problems))
+    return values
+
+
+def _searchable_value(body: dict, key: str, r: Rule, path: str, default: Any,
+                      problems: list[Problem]) -> dict[str, Any]:
+    """``{key: value or distribution}`` for ``body[key]`` under rule ``r``; ``{}`` for a
+    distribution with a problem (the field keeps its default)."""
+    raw = body[key]
+    if is_distribution_form(raw):
+        dist = _distribution(raw, key, r, path, problems)
+        return {key: dist} if dist is not None else {}
+    if isinstance(raw, dict):
+        problems.append(Problem(path, "a mapping must be one search distribution", raw, _FORMS))
+        return {key: default}
+    return {key: parse_field(body, key, r, default, path, problems)}
+
+
+def builder_section(body: dict, problems: list[Problem]) -> dict[str, Any]:
+    """A model section with ``builder``: the user's network. The factory's own fields keep
+    their rules where given (a builder may use ``models.activation(...)`` and friends); any
+    other key is the builder's own. Nothing is filled in: the builder gets what is written."""
+    rules = {f.name: field_rule(f) for f in dataclasses.fields(ModelConfig)}
+    own = {k: v for k, v in body.items() if k not in rules and k != "builder"}
+    values: dict[str, Any] = {"builder": body["builder"]}
+    for key, r in rules.items():
+        if key in body:
+            values.update(_searchable_value(body, key, r, f"model.{key}", None, problems))
+    values.update(free_section(own, "model", problems))
+    return values
+
+
+def free_section(body: dict, section: str, problems: list[Problem]) -> dict[str, Any]:
+    """A section of the user's own keys (a trainable's ``model:`` and ``train:``, a builder's
+    extra keys): each a fixed value or a search distribution, whatever its name."""
+    values: dict[str, Any] = {}
+    for key, raw in body.items():
+        path = f"{section}.{key}"
+        if not isinstance(key, str) or not key.isidentifier():
+            problems.append(Problem(path, "a key must be a name (letters, digits, _)",
+                                    has_given=False, allowed="a Python identifier"))
+        elif is_distribution_form(raw):
+            try:
+                values[key] = parse_distribution(raw)
+            except ValueError as exc:
+                kind = next(iter(raw))
+                problems.append(Problem(path, f"invalid {kind}: {exc}", raw, _DIST_HELP[kind]))
         elif isinstance(raw, dict):
             problems.append(Problem(path, "a mapping must be one search distribution", raw,
-                                    "a fixed value, or one of {choice: [...]}, {uniform: [lo, hi]},"
-                                    " {loguniform: [lo, hi]}, {int: [lo, hi]}, {logint: [lo, hi]}"))
+                                    _FORMS))
         else:
-            values[key] = parse_field(body, key, r, defaults[key], path, problems)
+            values[key] = tuple(raw) if isinstance(raw, list) else raw
     return values
 
 
@@ -138,6 +183,8 @@ def _distribution(raw: dict, key: str, r: Rule, path: str, problems: list[Proble
     return dist
 
 
+_FORMS = ("a fixed value, or one of {choice: [...]}, {uniform: [lo, hi]}, {loguniform: [lo, hi]},"
+          " {int: [lo, hi]}, {logint: [lo, hi]}")
 _DIST_HELP = {
     "choice": "{choice: [a, b, ...]} with distinct values",
     "uniform": "{uniform: [lo, hi]} with lo < hi",

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from hpo.config.rules import (
     Flag,
+    Invalid,
     Number,
     OneOf,
     Pack,
@@ -81,9 +83,23 @@ SEARCHABLE: dict[str, tuple[str, Rule]] = {
 # ----------------------------------------------------------------------------- plain
 
 
+@dataclass(frozen=True)
+class MetricName(Rule):
+    """A metric's name: hpo's own (``METRICS``) or one a user's trainable reports. Whether an
+    unknown name is allowed depends on the study (``hpo.config.spec`` checks it)."""
+
+    allowed: str = " | ".join(METRICS) + " (or a metric your trainable reports)"
+
+    def parse(self, value: Any) -> Any:
+        if not isinstance(value, str) or not value.isidentifier():
+            raise Invalid("wrong type", self.allowed)
+        return value
+
+
 @dataclass(frozen=True, kw_only=True)
 class SearchSpec:
-    metric: str = rule(OneOf(tuple(METRICS)), "val_accuracy")  # what "best" means
+    # what "best" means: one of METRICS, or any metric a trainable of the user's reports
+    metric: str = rule(MetricName(), "val_accuracy")
     mode: str | None = rule(OneOf(("max", "min"), optional=True), None)  # default: from metric
     sampler: str = rule(OneOf(("random", "qmc", "tpe")), "random")  # grid is not offered
     rounds: int = rule(Number(low=1, integer=True), 3)  # round 1 coarse, later rounds refine
@@ -107,7 +123,8 @@ class SearchSpec:
 
     @property
     def resolved_mode(self) -> Direction:
-        """``mode``, else the metric's own direction (losses and the gap: min)."""
+        """``mode``, else the metric's own direction (losses and the gap: min). A metric hpo
+        does not know needs ``mode`` (the parser says so)."""
         return Direction(self.mode) if self.mode is not None else METRICS[self.metric]
 
 

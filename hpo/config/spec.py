@@ -23,8 +23,15 @@ from typing import Any
 
 import yaml
 
-from hpo.config._parse import parse_field, plain_section, searchable_section
-from hpo.config.rules import Number, Text
+import hpo.usercode as usercode
+from hpo.config._parse import (
+    builder_section,
+    free_section,
+    parse_field,
+    plain_section,
+    searchable_section,
+)
+from hpo.config.rules import ListOf, Number, Text
 from hpo.config.sections import (
     MODEL_RULES,
     NOT_SEARCHABLE,
@@ -41,8 +48,8 @@ from hpo.config.sections import (
 )
 from hpo.data.config import FLATTENING, data_problems
 from hpo.errors import Problem, SpecError
-from hpo.search.refinement import RefineSettings
-from hpo.search.space import Categorical, Distribution, Numeric
+from hpo.space.refinement import RefineSettings
+from hpo.space.distributions import Categorical, Distribution, Numeric
 from hpo.trial.config import TrainConfig
 from hpo.trial.metrics import METRICS
 from models.validate import relation_problems
@@ -71,7 +78,7 @@ class Spec:
 
     name: str
     seed: int
-    data: DataSpec
+    data: DataSpec | None  # None: a trainable's study without a data: section
     model: dict[str, Any]
     train: dict[str, Any]
     search: SearchSpec
@@ -79,6 +86,26 @@ class Spec:
     sanity: SanitySpec
     tracking: TrackingSpec
     source: str | None = None
+    # the user's whole loop, "module:fit" (``fit(config, trial)``); None: hpo's own loop
+    trainable: str | None = None
+    # files or folders that travel to a Ray cluster's workers with the study (the user's code)
+    code: tuple[str, ...] = ()
+
+    @property
+    def folder(self) -> Path | None:
+        """The study file's folder: where the user's modules are looked up first."""
+        return Path(self.source).resolve().parent if self.source else None
+
+    @property
+    def builder(self) -> str | None:
+        """``model.builder``: the user's network, "module:build"; None: the factory's."""
+        return self.model.get("builder")
+
+    @property
+    def own_code(self) -> bool:
+        """Whether trials run any of the user's code (a trainable, a builder or a loader)."""
+        return bool(self.trainable or self.builder
+                    or (self.data is not None and self.data.source == "python"))
 
     def distributions(self) -> dict[str, Distribution]:
         """The searched parameters, by field name (names are unique across model and train)."""
@@ -110,7 +137,8 @@ class Spec:
         )
 
     def natural_limits(self, name: str) -> tuple[float, float]:
-        r = SEARCHABLE[name][1]
+        """The field's own limits (lr > 0, 0 <= dropout < 1); none for the user's own keys."""
+        r = SEARCHABLE[name][1] if name in SEARCHABLE and self.trainable is None else None
         return r.limits() if isinstance(r, Number) else (-math.inf, math.inf)
 
     def hard_bounds(self, name: str) -> tuple[float, float]:
@@ -136,8 +164,14 @@ class Spec:
     def to_dict(self) -> dict[str, Any]:
         """The resolved study (every default filled in), as YAML-ready plain data."""
         out: dict[str, Any] = {"name": self.name, "seed": self.seed}
+        if self.trainable is not None:
+            out["trainable"] = self.trainable
+        if self.code:
+            out["code"] = list(self.code)
         for section in SECTION_ORDER:
             value = getattr(self, section)
+            if value is None:  # a trainable's study may have no data: section
+                continue
             if isinstance(value, dict):
                 out[section] = {k: _plain(v) for k, v in value.items()}
             else:
@@ -196,7 +230,7 @@ def parse_spec(raw: Any, *, source: str | None = None, default_name: str = "stud
                      "keys: name, seed, " + ", ".join(SECTION_ORDER))],
             source,
         )
-    top_allowed = ("name", "seed", *SECTION_ORDER)
+    top_allowed = ("name", "seed", *TOP_LEVEL, *SECTION_ORDER)
     for key in raw:
         if key not in top_allowed:
             problems.append(Problem(str(key), "unknown key", has_given=False,
@@ -205,23 +239,18 @@ def parse_spec(raw: Any, *, source: str | None = None, default_name: str = "stud
     name = (parse_field(raw, "name", Text(optional=True), default_name, "name", problems)
             or default_name)
     seed = parse_field(raw, "seed", Number(low=0, integer=True), 0, "seed", problems)
-
-    sections: dict[str, Any] = {}
-    for section in SECTION_ORDER:
-        body = raw.get(section) or {}
-        if not isinstance(body, dict):
-            problems.append(Problem(section, "must be a mapping", body,
-                                    f"keys under {section}: ..."))
-            body = {}
-        if section in SEARCHABLE_SECTIONS:
-            cls = SEARCHABLE_SECTIONS[section]
-            sections[section] = searchable_section(body, section, cls, problems)
-        else:
-            sections[section] = plain_section(body, section, PLAIN_SECTIONS[section], problems)
+    trainable = parse_field(raw, "trainable", Text(), None, "trainable", problems)
+    code = _code(raw, source, problems)
+    sections = {section: _section(raw, section, trainable, problems) for section in SECTION_ORDER}
+    if trainable is not None and not raw.get("data"):
+        sections["data"] = None  # the user's loop may bring its own data
+    problems += _metric_problems(sections["search"], trainable)
+    problems += _own_code_problems(trainable, sections, source, problems)
 
     spec = None
     if not problems:
-        spec = Spec(name=name, seed=seed, source=source, **sections)
+        spec = Spec(name=name, seed=seed, source=source, trainable=trainable, code=code,
+                    **sections)
         problems += _cross_checks(spec)
     if problems:
         raise SpecError(problems, source)
@@ -230,11 +259,87 @@ def parse_spec(raw: Any, *, source: str | None = None, default_name: str = "stud
 
 
 
+#: Top-level keys besides name, seed and the sections.
+TOP_LEVEL = ("trainable", "code")
+
+
+def _section(raw: dict, section: str, trainable: str | None, problems: list[Problem]) -> Any:
+    """One section parsed by its rules: with a trainable, ``model:`` and ``train:`` are the
+    user's own keys; with ``model.builder``, the model section is the builder's."""
+    body = raw.get(section) or {}
+    if not isinstance(body, dict):
+        problems.append(Problem(section, "must be a mapping", body, f"keys under {section}: ..."))
+        body = {}
+    if section in SEARCHABLE_SECTIONS and trainable is not None:
+        return free_section(body, section, problems)
+    if section == "model" and "builder" in body:
+        return builder_section(body, problems)
+    if section in SEARCHABLE_SECTIONS:
+        return searchable_section(body, section, SEARCHABLE_SECTIONS[section], problems)
+    if section == "search":
+        return plain_section(body, section, SearchSpec, problems,
+                             bounds_extra=_own_numeric(raw))
+    return plain_section(body, section, PLAIN_SECTIONS[section], problems)
+
+
+def _own_numeric(raw: dict) -> tuple[str, ...]:
+    """The user's own model/train keys (a trainable's, a builder's): search.bounds may name
+    them too."""
+    own = []
+    for section in SEARCHABLE_SECTIONS:
+        body = raw.get(section)
+        if isinstance(body, dict) and (raw.get("trainable") is not None or "builder" in body):
+            own += [k for k in body if isinstance(k, str) and k not in SEARCHABLE]
+    return tuple(own)
+
+
+def _code(raw: dict, source: str | None, problems: list[Problem]) -> tuple[str, ...]:
+    """``code``: files or folders (relative to the study file) shipped to a cluster's workers."""
+    paths = parse_field(raw, "code", ListOf(Text(optional=False)), (), "code", problems)
+    base = Path(source).resolve().parent if source else Path.cwd()
+    for i, path in enumerate(paths):
+        if not (base / path).exists():
+            problems.append(Problem(f"code[{i}]", "no such file or folder", path,
+                                    f"a path relative to the study file's folder ({base})"))
+    return tuple(paths)
+
+
+def _metric_problems(search: SearchSpec, trainable: str | None) -> list[Problem]:
+    """hpo's own loop reports METRICS only; any other metric is a trainable's, and hpo cannot
+    know which way it improves."""
+    if search.metric in METRICS:
+        return []
+    if trainable is None:
+        return [Problem("search.metric", "unknown value", search.metric, " | ".join(METRICS)
+                        + " (any metric your trainable reports, with a trainable)")]
+    if search.mode is None:
+        return [Problem("search.mode", f"hpo does not know which way {search.metric!r} "
+                        "improves: say it", None, "max | min")]
+    return []
+
+
+def _own_code_problems(trainable: str | None, sections: dict[str, Any], source: str | None,
+                       problems: list[Problem]) -> list[Problem]:
+    """Each "module:function" of the user's imports and takes what hpo calls it with (checked
+    only where the field itself is well formed)."""
+    folder = Path(source).resolve().parent if source else None
+    data, model = sections["data"], sections["model"]
+    named = {"trainable": trainable, "model.builder": model.get("builder"),
+             "data.loader": getattr(data, "loader", None)}
+    broken = {p.path for p in problems}
+    return [p for field, text in named.items() if text is not None and field not in broken
+            for p in usercode.problems(text, field=field, folder=folder)]
+
+
 def _cross_checks(spec: Spec) -> list[Problem]:
     """The rules between fields: within the data section, between data and model, within the
     model section (``models.validate.relation_problems``), and search.bounds against ranges."""
-    return (data_problems(spec.data) + _shape_problems(spec)
-            + relation_problems(spec.model) + _bounds_problems(spec))
+    problems = _bounds_problems(spec)
+    if spec.data is not None:
+        problems = data_problems(spec.data) + _shape_problems(spec) + problems
+    if spec.trainable is None:
+        problems += relation_problems(spec.model)
+    return problems
 
 
 def _shape_problems(spec: Spec) -> list[Problem]:
@@ -242,7 +347,7 @@ def _shape_problems(spec: Spec) -> list[Problem]:
     problems = []
     d = spec.data
     flattening = [s for s in d.preprocess if s in FLATTENING]
-    arch = spec.model["arch"]
+    arch = spec.model.get("arch", "mlp")
     archs = arch.choices if isinstance(arch, Categorical) else (arch,)
     if "convnet" in archs and flattening:
         problems.append(Problem("data.preprocess", f"{flattening[0]} leaves flat features, "
@@ -260,8 +365,8 @@ def _bounds_problems(spec: Spec) -> list[Problem]:
     """A searched range must lie within that field's ``search.bounds``."""
     problems = []
     for name, (lo, hi) in spec.search.bounds.items():
-        section = SEARCHABLE[name][0]
-        value = getattr(spec, section)[name]
+        section = "model" if name in spec.model else "train"
+        value = getattr(spec, section).get(name)
         if isinstance(value, Numeric) and (value.low < lo or value.high > hi):
             problems.append(Problem(f"{section}.{name}", f"range lies outside search.bounds.{name}",
                                     value.to_yaml(), f"within [{lo:g}, {hi:g}]"))

@@ -3,23 +3,47 @@ preprocessed. Torch-free, so ``hpo validate`` stays fast.
 
 The names a field accepts are the data package's own: ``data.source`` is a key of
 ``hpo.data.dataset.SOURCES`` (one loader each) and ``data.preprocess`` lists keys of ``STEPS``.
+``data.source: python`` calls the user's ``data.loader`` ("module:function") with
+``data.options``; whether that function can be imported is ``hpo.usercode``'s to check.
 Each field carries its rule (``models.fields.rule``); ``hpo.config`` parses the section by
 them and adds ``data_problems``, the rules between the section's fields.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from hpo.data._download import REMOTES, checksum_problem
 from hpo.data.dataset import SOURCES, STEPS
 from hpo.errors import Problem
-from models.fields import Flag, ListOf, Number, OneOf, Text, rule
+from models.fields import Flag, Invalid, ListOf, Number, OneOf, Rule, Text, rule
 
-__all__ = ["DataSpec", "FLATTENING", "data_problems"]
+__all__ = ["DataSpec", "FLATTENING", "Options", "data_problems"]
 
 #: Preprocessing steps whose output is flat features (N, K), whatever went in.
 FLATTENING = ("pca", "whiten")
+#: Sources that read no files: no data.path for them.
+_NO_FILES = ("digits", "python")
+_LOADER_FORM = '"module:function" with load(config) -> a dict of arrays or of torch Datasets'
+
+
+@dataclass(frozen=True)
+class Options(Rule):
+    """A mapping with string keys and any values YAML gives; typed, a plain dict."""
+
+    allowed: str = "a mapping of names to values"
+
+    def parse(self, value: Any) -> Any:
+        self.check(value)
+        return dict(value)
+
+    def check(self, value: Any) -> None:
+        if not isinstance(value, Mapping):
+            raise Invalid("wrong type", self.allowed)
+        if not all(isinstance(k, str) for k in value):
+            raise Invalid("keys must be names (strings)", self.allowed)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +58,10 @@ class DataSpec:
     # official checksums of the files they name (needed when a mirror serves other files).
     checksums: tuple[str, ...] = rule(ListOf(Text(optional=False), empty=True), ())
     target: str | None = rule(Text(), None)  # csv only: the label column (default "target")
+    # python only: "module:function", looked up next to the study file, then in the working
+    # directory, then among the installed packages; called as load({"seed": seed, **options}).
+    loader: str | None = rule(Text(), None)
+    options: dict[str, Any] = rule(Options(), factory=dict)  # python only: the loader's config
     val_fraction: float = rule(Number(0, 1, low_open=True, high_open=True), 0.2)  # stratified
     test_fraction: float = rule(Number(0, 1, high_open=True), 0.0)  # final evaluation only
     # Applied in order; statistics come from the training split only.
@@ -46,10 +74,11 @@ def data_problems(d: DataSpec) -> list[Problem]:
 
 
 def _source_problems(d: DataSpec) -> list[Problem]:
-    """Where the files come from: a path, or a download with its URL and checksums."""
-    problems = []
+    """Where the examples come from: a path, a download with its URL and checksums, or the
+    user's loader."""
+    problems = _loader_problems(d)
     fetchable = d.source in REMOTES
-    if d.source != "digits" and d.path is None and not (d.download and fetchable):
+    if d.source not in _NO_FILES and d.path is None and not (d.download and fetchable):
         problems.append(Problem("data.path", f"source {d.source!r} reads files: a path is needed",
                                 None, "an existing file or folder"
                                 + (", or data.download: true" if fetchable else "")))
@@ -74,6 +103,27 @@ def _source_problems(d: DataSpec) -> list[Problem]:
     if d.target is not None and d.source != "csv":
         problems.append(Problem("data.target", "only the csv source has a target column",
                                 d.target, "null unless data.source is csv"))
+    return problems
+
+
+def _loader_problems(d: DataSpec) -> list[Problem]:
+    """``loader`` is needed by the python source and used by nothing else; so are ``options``;
+    the python source reads no ``path`` (the loader finds its own files)."""
+    problems = []
+    if d.source == "python" and d.loader is None:
+        problems.append(Problem("data.loader", "source 'python' calls your function: a loader "
+                                "is needed", None, _LOADER_FORM))
+    if d.source != "python":
+        if d.loader is not None:
+            problems.append(Problem("data.loader", f"used only with data.source: python, not "
+                                    f"{d.source!r}", d.loader, "null, or data.source: python"))
+        if d.options:
+            problems.append(Problem("data.options", "passed only to a data.loader (data.source: "
+                                    "python)", d.options, "{}, or data.source: python"))
+    elif d.path is not None:
+        problems.append(Problem("data.path", "source 'python' reads no path: your loader finds "
+                                "its own files", d.path, "null; pass the path to the loader in "
+                                "data.options"))
     return problems
 
 

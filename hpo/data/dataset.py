@@ -17,6 +17,12 @@ Sources (``data.source``), one loader each in ``SOURCES``:
   scaled by 1/255.
 - ``csv``: a header row, a target column (``data.target``, default ``target``), numeric
   features. Whole-number targets >= 0 are class indices; other targets are class names.
+- ``python``: the user's ``data.loader``, called with ``{"seed": seed, **data.options}``; it
+  returns arrays (``x_train, y_train`` and optional val/test splits, kept as those splits) or
+  torch Datasets (``train`` and optional ``val``, ``test``; a ``TorchData``). See
+  ``hpo.data._python``. Its float labels that are not whole numbers are regression targets
+  (``num_classes`` 0): a user's ``trainable`` may fit them, hpo's built-in loop does not
+  (``require_classification``).
 
 ``data.download: true`` fetches the standard files of mnist / fashion_mnist / cifar10 into
 ``data.path`` (default ``~/.cache/hpo/<source>``) unless they are there already; see
@@ -30,7 +36,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -39,6 +45,7 @@ from hpo.data._download import REMOTES, default_folder, fetch
 from hpo.errors import DataError, UnknownNameError
 
 if TYPE_CHECKING:  # hpo.data.config reads this module's SOURCES and STEPS for its rules
+    from hpo.data._torch_data import RawDatasets, TorchData
     from hpo.data.config import DataSpec
 
 __all__ = [
@@ -48,8 +55,10 @@ __all__ = [
     "Preprocessor",
     "RawData",
     "Step",
+    "Source",
     "load_dataset",
     "load_raw",
+    "require_classification",
     "split",
 ]
 
@@ -62,7 +71,9 @@ _CHUNK = 8192
 
 @dataclass(frozen=True)
 class Dataset:
-    """Split and preprocessed examples; ``x_*`` are float32, ``y_*`` int64 class indices."""
+    """Split and preprocessed examples; ``x_*`` are float32, ``y_*`` int64 class indices, or
+    float32 regression targets where ``num_classes`` is 0 (only a ``data.loader`` gives those).
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -70,7 +81,7 @@ class Dataset:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    num_classes: int
+    num_classes: int  # 0: y_* are regression targets
     preprocessor: Preprocessor
     name: str = "data"
     class_names: tuple[str, ...] = ()  # names of classes 0..K-1 where the source has them
@@ -80,12 +91,34 @@ class Dataset:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
+    @property
+    def is_classification(self) -> bool:
+        """Class labels (what hpo's built-in loop trains on), not regression targets."""
+        return self.num_classes > 0
+
     def summary(self) -> str:
-        given = (f" ({' and '.join(self.predefined)} as given by the data)"
-                 if self.predefined else "")
-        return (f"{self.name}: {len(self.y_train)} train / {len(self.y_val)} val / "
-                f"{len(self.y_test)} test{given}, input {self.input_shape}, "
-                f"{self.num_classes} classes")
+        return _summary(self.name, (len(self.y_train), len(self.y_val), len(self.y_test)),
+                        self.predefined, self.input_shape, self.num_classes)
+
+
+def _summary(name: str, sizes: tuple[int, int, int], predefined: tuple[str, ...],
+             input_shape: tuple[int, ...], num_classes: int) -> str:
+    """One line for ``Dataset.summary`` and ``TorchData.summary``."""
+    given = f" ({' and '.join(predefined)} as given by the data)" if predefined else ""
+    labels = f"{num_classes} classes" if num_classes > 0 else "regression targets"
+    return (f"{name}: {sizes[0]} train / {sizes[1]} val / {sizes[2]} test{given}, "
+            f"input {input_shape}, {labels}")
+
+
+def require_classification(data: Dataset | TorchData) -> None:
+    """Raise a ``DataError`` unless ``data`` has class labels: hpo's built-in training loop
+    (cross-entropy over classes 0..K-1) cannot train on regression targets."""
+    if not data.is_classification:
+        raise DataError(
+            f"{data.name}: the labels are regression targets (floats that are not whole "
+            f"numbers), but hpo's built-in training loop trains classifiers only. Return "
+            f"integer class labels 0..K-1 from data.loader, or train your own way with "
+            f"trainable: \"module:fit\" (it gets the data as trial.data)")
 
 
 @dataclass(frozen=True)
@@ -94,9 +127,9 @@ class RawData:
 
     name: str
     where: str  # the file or folder read: error messages name it
-    num_classes: int
+    num_classes: int  # 0: y holds regression targets (float32)
     x: np.ndarray  # (N, ...) float32: the pool that train (and val/test unless given) come from
-    y: np.ndarray  # (N,) int64
+    y: np.ndarray  # (N,) int64 class indices, or float32 regression targets
     val: tuple[np.ndarray, np.ndarray] | None = None  # a split the data defines, kept as is
     test: tuple[np.ndarray, np.ndarray] | None = None
     class_names: tuple[str, ...] = ()
@@ -344,18 +377,33 @@ class Preprocessor:
 
 
 def split(
-    y: np.ndarray, *, val_fraction: float, test_fraction: float, seed: int, where: str = "data"
+    y: np.ndarray, *, val_fraction: float, test_fraction: float, seed: int, where: str = "data",
+    stratify: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stratified, seeded index split into train / val / test (a fraction 0 gives none)."""
+    """Seeded index split into train / val / test (a fraction 0 gives none), stratified by the
+    class labels ``y`` unless ``stratify`` is False (regression targets)."""
     from sklearn.model_selection import train_test_split
 
     index = np.arange(len(y))
     empty = np.array([], dtype=np.int64)
+    test = val = empty
+    if not stratify:
+        try:
+            if test_fraction > 0:
+                index, test = train_test_split(index, test_size=test_fraction,
+                                               random_state=seed)
+            if val_fraction > 0:
+                index, val = train_test_split(index, test_size=val_fraction
+                                              / (1.0 - test_fraction), random_state=seed)
+        except ValueError as exc:  # a split with no example left
+            raise DataError(f"{where}: cannot split {len(y)} examples (val_fraction "
+                            f"{val_fraction:g}, test_fraction {test_fraction:g}): {exc}. Bring "
+                            f"more examples") from None
+        return np.sort(index), np.sort(val), np.sort(test)
     classes, counts = np.unique(y, return_counts=True)
     if counts.min() < 2:
         raise DataError(f"{where}: class {classes[counts.argmin()]} has {counts.min()} "
                         f"example(s); a stratified split needs at least 2 per class")
-    test = val = empty
     try:
         if test_fraction > 0:
             index, test = train_test_split(index, test_size=test_fraction, stratify=y,
@@ -505,38 +553,84 @@ def _load_csv(spec: DataSpec) -> RawData:
                    class_names=names)
 
 
+def _load_python(spec: DataSpec, *, seed: int, folder: Path | None) -> RawData | RawDatasets:
+    from hpo.data._python import load_python  # imports the user's code: only when asked to
+
+    return load_python(spec, seed=seed, folder=folder)
+
+
+class Source(Protocol):
+    """A ``data.source``: the data section, the study's seed and the study file's folder ->
+    the examples as read, before splitting and preprocessing."""
+
+    def __call__(self, spec: DataSpec, *, seed: int,
+                 folder: Path | None) -> RawData | RawDatasets: ...
+
+
+def _builtin(load: Callable[[DataSpec], RawData]) -> Source:
+    """A built-in source: ``data:`` alone says what it reads (the seed splits it later)."""
+
+    def source(spec: DataSpec, *, seed: int, folder: Path | None) -> RawData:
+        return load(spec)
+
+    source.__name__ = source.__qualname__ = load.__name__
+    source.__doc__ = load.__doc__
+    return source
+
+
 #: One loader per ``data.source``: the names it accepts (``DataSpec``).
-SOURCES: dict[str, Callable[[DataSpec], RawData]] = {
-    "digits": _load_digits,
-    "mnist": _load_idx,
-    "fashion_mnist": _load_idx,
-    "cifar10": _load_cifar10,
-    "npz": _load_npz,
-    "csv": _load_csv,
+SOURCES: dict[str, Source] = {
+    "digits": _builtin(_load_digits),
+    "mnist": _builtin(_load_idx),
+    "fashion_mnist": _builtin(_load_idx),
+    "cifar10": _builtin(_load_cifar10),
+    "npz": _builtin(_load_npz),
+    "csv": _builtin(_load_csv),
+    "python": _load_python,
 }
 
 
-def load_raw(spec: DataSpec) -> RawData:
-    """All examples of the source, checked; images in [0, 1]."""
+def load_raw(spec: DataSpec, *, seed: int = 0,
+             folder: str | Path | None = None) -> RawData | RawDatasets:
+    """All examples of the source, checked; images in [0, 1]. ``seed`` and ``folder`` (the
+    study file's, where ``data.loader``'s module is looked up first) matter to the python
+    source only, whose loader may also return torch Datasets (``RawDatasets``)."""
     if spec.source not in SOURCES:
         raise UnknownNameError("data.source", spec.source, list(SOURCES))
-    return SOURCES[spec.source](spec)
+    return SOURCES[spec.source](spec, seed=seed,
+                                folder=Path(folder) if folder is not None else None)
 
 
-def load_dataset(spec: DataSpec, *, seed: int) -> Dataset:
-    """Load, split (stratified, seeded) and preprocess (fitted on train only).
+def load_dataset(spec: DataSpec, *, seed: int,
+                 folder: str | Path | None = None) -> Dataset | TorchData:
+    """Load, split (seeded; stratified for class labels) and preprocess (fitted on train only).
 
-    A split the data defines (npz ``x_val``/``x_test``, IDX ``t10k``, cifar ``test_batch``) is
-    kept and its fraction ignored; the others come from the pool by their fractions.
+    A split the data defines (npz ``x_val``/``x_test``, IDX ``t10k``, cifar ``test_batch``, a
+    loader's ``x_val``/``val``) is kept and its fraction ignored; the others come from the pool
+    by their fractions. ``folder`` is the study file's: ``data.loader`` is looked up there
+    first. A loader that returns torch Datasets gives a ``TorchData`` (no preprocessing: a
+    Dataset transforms its own items).
     """
-    raw = load_raw(spec)
-    if len(raw.y) < 2 * raw.num_classes:
+    raw = load_raw(spec, seed=seed, folder=folder)
+    if not isinstance(raw, RawData):
+        from hpo.data._torch_data import split_datasets
+
+        if spec.preprocess:
+            raise DataError(
+                f"{raw.where} returned torch Datasets, but data.preprocess "
+                f"({', '.join(spec.preprocess)}) applies to arrays only. Set data.preprocess: "
+                f"[] (the default is [zero_center]) and transform the examples in the Dataset "
+                f"itself, or return arrays (x_train, y_train, ...)")
+        return split_datasets(raw, val_fraction=spec.val_fraction,
+                              test_fraction=spec.test_fraction, seed=seed)
+    classes = raw.num_classes > 0
+    if classes and len(raw.y) < 2 * raw.num_classes:
         raise DataError(f"{raw.where}: {len(raw.y)} examples for {raw.num_classes} classes; "
                         f"at least classes x 2 = {2 * raw.num_classes} are needed")
     train, val, test = split(raw.y,
                              val_fraction=0.0 if raw.val is not None else spec.val_fraction,
                              test_fraction=0.0 if raw.test is not None else spec.test_fraction,
-                             seed=seed, where=raw.where)
+                             seed=seed, where=raw.where, stratify=classes)
     x_val, y_val = raw.val if raw.val is not None else (raw.x[val], raw.y[val])
     x_test, y_test = raw.test if raw.test is not None else (raw.x[test], raw.y[test])
     x_train = raw.x if len(train) == len(raw.y) else raw.x[train]

@@ -14,9 +14,9 @@ from ray.tune import Callback
 from hpo.config.spec import Spec
 from hpo.execution import _ray_private
 from hpo.execution.packed_search import PACK_KEY, member_key
-from hpo.search.bridge import decode
-from hpo.search.space import Distribution
-from hpo.trial.metrics import EPOCH_KEY, is_trial_metric
+from hpo.space.bridge import decode
+from hpo.space.distributions import Distribution
+from hpo.trial.metrics import EPOCH_KEY, is_trial_metric, reported_values
 from hpo.trial.record import TrialRecord
 from hpo.trial.status import TrialStatus, classify, trial_flags
 
@@ -111,7 +111,8 @@ class StudyCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
         packed = PACK_KEY in (trial.config or {})
-        for epoch in result.get("epochs") or [result]:  # the epochs since the trial's last report
+        epochs = result.get("epochs")  # the epochs since the trial's last report
+        for epoch in epochs or [result]:
             for i, (key, _) in enumerate(self._members(trial)):
                 record = self.records.get(key)
                 if record is None or record.finished:
@@ -121,7 +122,9 @@ class StudyCallback(Callback):
                     own = {k[len(prefix):]: v for k, v in epoch.items() if k.startswith(prefix)}
                 else:
                     own = epoch
-                metrics = {k: v for k, v in own.items() if is_trial_metric(k)}
+                # hpo's trainables report epochs as reported; a bare result holds Tune's keys too
+                metrics = (reported_values(own) if epochs
+                           else {k: v for k, v in own.items() if is_trial_metric(k)})
                 if not metrics:
                     continue
                 record.history.append(metrics)

@@ -7,17 +7,21 @@ per CPU (``WARM_WORKERS``), and between rounds asks the raylet for the next roun
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hpo.config.spec import Spec
-from hpo.errors import RunError
+from hpo.errors import InputError, RunError
 from hpo.execution import _ray_private
 
-__all__ = ["WARM_WORKERS", "await_warm_workers", "concurrent_trials", "prestart_warm_workers",
+__all__ = ["WARM_WORKERS", "await_warm_workers", "code_runtime_env", "concurrent_trials", "prestart_warm_workers",
            "quiet_libraries", "start_ray", "warm_pool_started"]
 
 # Ray Tune's per-trial CSV/JSON/TensorBoard loggers: the driver's MLflow callback replaces them.
@@ -58,8 +62,12 @@ class _WarmPool:
 _pool: _WarmPool | None = None
 
 
-def start_ray(address: str | None) -> bool:
-    """Connect to ``address`` (or RAY_ADDRESS), else start Ray in-process; True if we started it."""
+def start_ray(address: str | None, *, study: Spec | None = None) -> bool:
+    """Connect to ``address`` (or RAY_ADDRESS), else start Ray in-process; True if we started it.
+
+    On a cluster, the user's code of ``study`` travels to the workers in the job's runtime
+    environment (``code_runtime_env``); a Ray on this machine imports it from its folder.
+    """
     import ray
 
     global _pool
@@ -72,13 +80,69 @@ def start_ray(address: str | None) -> bool:
     )
     try:
         if address:
-            ray.init(address=address, **kwargs)
+            env = code_runtime_env(study) if study is not None else None
+            try:
+                ray.init(address=address, **({"runtime_env": env} if env else {}), **kwargs)
+            finally:  # Ray has uploaded it by now
+                if env and Path(env["working_dir"]).name.startswith(CODE_PREFIX):
+                    shutil.rmtree(env["working_dir"], ignore_errors=True)
         else:
             ray.init(include_dashboard=False, _system_config=WARM_WORKERS, **kwargs)
-            _pool = _WarmPool(_ray_private.session_name(), int(ray.cluster_resources().get("CPU", 0)))
+            _pool = _WarmPool(_ray_private.session_name(),
+                              int(ray.cluster_resources().get("CPU", 0)))
     except ConnectionError as exc:
         raise RunError(_connect_error(address, exc)) from None
     return not address
+
+
+#: The most of the user's code a study ships to a cluster (Ray's own limit is 500 MiB): past
+#: it, the study folder holds more than code, and ``code:`` should name what to ship.
+CODE_LIMIT_BYTES = 64 * 2**20
+#: The temporary folder a ``code:`` list is gathered in, removed once Ray has uploaded it.
+CODE_PREFIX = "hpo-code-"
+#: Never shipped: what a study leaves behind and what no worker imports.
+CODE_EXCLUDES = ("hpo_runs", "mlruns", "mlflow.db", "*.db", ".git", ".venv", "__pycache__",
+                 "*.pyc", "*.ckpt", "*.pt")
+
+
+def code_runtime_env(study: Spec) -> dict[str, Any] | None:
+    """Ray's runtime environment that brings the user's code to a cluster's workers: the
+    study file's folder as their working directory, or, with ``code:``, a folder holding just
+    those files and folders. None when the study runs no code of the user's."""
+    if not study.own_code:
+        return None
+    base = study.folder or Path.cwd()
+    folder = _code_folder(base, study.code) if study.code else base
+    size = _code_size(folder)
+    if size > CODE_LIMIT_BYTES:
+        raise InputError(
+            f"code: {base} holds {size / 2**20:.0f} MiB to send to the cluster's workers (at "
+            f"most {CODE_LIMIT_BYTES / 2**20:.0f} MiB): list the files and folders of your "
+            f"code under `code:` in the study file, or move the data elsewhere")
+    return {"working_dir": str(folder), "excludes": list(CODE_EXCLUDES)}
+
+
+def _code_folder(base: Path, paths: tuple[str, ...]) -> Path:
+    """A temporary folder with copies of ``paths`` (relative to ``base``) at its top, where
+    a worker imports them as it would from the study file's folder."""
+    folder = Path(tempfile.mkdtemp(prefix=CODE_PREFIX))
+    for path in paths:
+        source = base / path
+        if source.is_dir():
+            shutil.copytree(source, folder / source.name,
+                            ignore=shutil.ignore_patterns(*CODE_EXCLUDES))
+        else:
+            shutil.copy2(source, folder / source.name)
+    return folder
+
+
+def _code_size(folder: Path) -> int:
+    total = 0
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not any(fnmatch.fnmatch(d, p) for p in CODE_EXCLUDES)]
+        total += sum((Path(root) / f).stat().st_size for f in files
+                     if not any(fnmatch.fnmatch(f, p) for p in CODE_EXCLUDES))
+    return total
 
 
 def _warm_pool() -> _WarmPool | None:

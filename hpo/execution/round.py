@@ -6,6 +6,8 @@ The driver owns everything stateful (MLflow, the progress line); trials only tra
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -13,10 +15,13 @@ from typing import Any
 
 from hpo.config.spec import Spec
 from hpo.data.dataset import Dataset
+import hpo.usercode as usercode
+from hpo.errors import TrialContractError
 from hpo.execution import _ray_private
 from hpo.execution.cluster import concurrent_trials, quiet_libraries, warm_pool_started
-from hpo.search.bridge import decode, encode, make_sampler, optuna_space, round_seed
-from hpo.search.space import Categorical, Distribution, Int
+from hpo.space.bridge import decode, encode, make_sampler, optuna_space, round_seed
+from hpo.space.distributions import Categorical, Distribution, Int
+from hpo.trial.contract import Fit, Trial, TrialStopped
 
 __all__ = ["EpochReports", "pack_size", "run_round"]
 
@@ -72,21 +77,65 @@ def _epoch_reports(spec: Spec, top: Sequence[str]) -> EpochReports:
                         extra={"node": ray.get_runtime_context().get_node_id()})
 
 
-def _trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
-               ranges: Mapping[str, Distribution], threads: int) -> None:
+def _trainable(config: dict[str, Any], *, data: Dataset | None, spec: Spec,
+               ranges: Mapping[str, Distribution], threads: int, checkpoints: Path) -> None:
+    """A Ray trial: the study's ``fit(config, trial)`` (hpo's own loop, or the user's
+    trainable) on the sampled configuration, its reports on their way to Tune."""
     import ray
     import torch
 
-    from hpo.trial.train import train_trial, trial_device
+    from hpo.trial.train import trial_device
 
     torch.set_num_threads(threads)
-    params = spec.resolve(decode(ranges, config))
-    report = _epoch_reports(spec, top=(spec.search.metric, "epoch"))
+    if spec.own_code:  # its folder, where it exists here; a cluster's working_dir otherwise
+        usercode.search_path(spec.folder)
+    sampled = decode(ranges, config)
+    params = spec.resolve(sampled)
+    reports = _epoch_reports(spec, top=(spec.search.metric, "epoch"))
+    trial = Trial(send=reports, seed=spec.seed, device=trial_device(bool(ray.get_gpu_ids())),
+                  number=_trial_number(), data=data, metric=spec.search.metric,
+                  direction=spec.search.resolved_mode,
+                  checkpoint_dir=checkpoints / _config_key(sampled))
     try:
-        train_trial(params, data, seed=spec.seed, report=report,
-                    device=trial_device(bool(ray.get_gpu_ids())))
+        study_fit(spec)(params, trial)
+    except TrialStopped:  # diverged, or the scheduler ended the trial at a report
+        pass
     finally:  # a trial that raises still leaves the epochs it finished
-        report.flush()
+        reports.flush()
+    if not trial.reported(spec.search.metric):
+        seen = sorted({k for r in trial.reports for k in r})
+        raise TrialContractError(
+            f"the trial never reported search.metric {spec.search.metric!r}; it reported "
+            f"{', '.join(seen) if seen else 'nothing'} (call trial.report(epoch=k, "
+            f"{spec.search.metric}=...) once per epoch)")
+
+
+def study_fit(spec: Spec) -> Fit:
+    """What each trial of ``spec`` runs: the user's trainable, else hpo's own loop."""
+    if spec.trainable is None:
+        from hpo.trial.train import fit
+
+        return fit
+    return usercode.load(spec.trainable, field="trainable")
+
+
+def _trial_number() -> int | None:
+    """The trial's number in its round, from Tune's trial name (``..._00003``), where it has
+    one."""
+    from ray import tune
+
+    try:
+        tail = tune.get_context().get_trial_name().rsplit("_", 1)[-1]
+    except Exception:  # noqa: BLE001 - outside a Tune trial: no number
+        return None
+    return int(tail) + 1 if tail.isdigit() else None
+
+
+def _config_key(sampled: Mapping[str, Any]) -> str:
+    """A trial's checkpoint folder: the same sampled values (a trial run again after an
+    interruption) find the same folder."""
+    text = json.dumps({k: repr(v) for k, v in sorted(sampled.items())})
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _packed_trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
@@ -127,6 +176,8 @@ def pack_size(spec: Spec, num_trials: int) -> int:
     """Members per Ray trial for this study: 1 where packing does not apply."""
     from hpo.trial.pack import packable
 
+    if spec.trainable is not None:  # a loop of the user's trains one configuration at a time
+        return 1
     pack = spec.search.pack
     if pack == "auto":
         pack = 64 if spec.search.resources_per_trial["gpu"] > 0 else 8
@@ -169,7 +220,9 @@ def run_round(
     trainable = tune.with_resources(
         tune.with_parameters(_packed_trainable if pack > 1 else _trainable,
                              data=data_ref, spec=spec, ranges=dict(ranges),
-                             threads=max(1, int(cpu))),
+                             threads=max(1, int(cpu)),
+                             **({} if pack > 1 else {"checkpoints": storage.parent
+                                                     / "checkpoints" / f"round-{round_index}"})),
         {"cpu": cpu, "gpu": s.resources_per_trial["gpu"]},
     )
     tuner = tune.Tuner(

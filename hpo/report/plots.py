@@ -12,8 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from hpo.search.bridge import choice_key  # noqa: E402
-from hpo.search.space import Categorical, Distribution, Float, Int, Numeric  # noqa: E402
+from hpo.space.bridge import choice_key  # noqa: E402
+from hpo.space.distributions import Categorical, Distribution, Float, Int, Numeric  # noqa: E402
 from hpo.trial.direction import Direction  # noqa: E402
 
 __all__ = ["activation_histograms", "learning_curves", "optuna_figures", "round_figure"]
@@ -55,18 +55,22 @@ def round_figure(round_index: int, metric: str, mode: str, ranges: Mapping[str, 
     return fig
 
 
-def learning_curves(records: Sequence[Any], top: int = 5):
-    """Train and val accuracy per epoch of the top trials (solid: val, dashed: train)."""
+def learning_curves(records: Sequence[Any], top: int = 5, *, metric: str = "val_accuracy"):
+    """``metric`` per epoch of the top trials (solid), and its ``train_`` twin where the trials
+    report one (dashed); for accuracy, train and val accuracy."""
+    twin = "train_" + metric[len("val_"):] if metric.startswith("val_") else None
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for i, r in enumerate(records[:top]):
         epochs = list(range(1, len(r.history) + 1))
         color = f"C{i}"
-        ax.plot(epochs, [h.get("val_accuracy", math.nan) for h in r.history], color=color,
+        ax.plot(epochs, [h.get(metric, math.nan) for h in r.history], color=color,
                 label=f"trial {r.name} val")
-        ax.plot(epochs, [h.get("train_accuracy", math.nan) for h in r.history], color=color,
-                ls="--", alpha=0.7)
+        if twin is not None:
+            ax.plot(epochs, [h.get(twin, math.nan) for h in r.history], color=color,
+                    ls="--", alpha=0.7)
+    name = metric.removeprefix("val_")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy (dashed: train)")
+    ax.set_ylabel(f"{name} (dashed: train)" if twin else metric)
     ax.set_title("learning curves of the top trials")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -93,7 +97,7 @@ def optuna_figures(records: Sequence[Any], ranges_by_round: Sequence[Mapping[str
     import optuna
     from optuna.visualization import matplotlib as ovm
 
-    from hpo.search.bridge import optuna_space
+    from hpo.space.bridge import optuna_space
 
     done = [r for r in records if r.metric(metric) is not None and r.sampled]
     if len(done) < 3:

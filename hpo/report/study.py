@@ -15,6 +15,7 @@ from hpo.config.spec import Spec
 from hpo.report.advice import advice
 from hpo.report.tables import fmt_range, fmt_value, table
 from hpo.tracking.store import ui_command
+from hpo.trial.metrics import METRICS
 from hpo.trial.record import TrialRecord, ranked
 
 __all__ = ["description", "final_report", "markdown_report", "round_table", "sanity_table"]
@@ -53,14 +54,23 @@ def round_table(spec: Spec, summary: Any) -> str:
 
 
 def _top(spec: Spec, records: Sequence[TrialRecord], *, markdown: bool) -> str:
-    """The best trials: 10 with their update/weight ratio in markdown, 5 on the terminal."""
+    """The best trials: 10 with their update/weight ratio in markdown, 5 on the terminal; the
+    training side of the metric beside it (train accuracy, or the trainable's ``train_X``)."""
     metric, names = spec.search.metric, list(spec.distributions())
+    train = _train_twin(metric)
     extra = ("update/weight",) if markdown else ()
-    rows = [(r.name, r.metric(metric), r.last.get("train_accuracy"), r.status,
+    rows = [(r.name, r.metric(metric), r.last.get(train), r.status,
              *((r.last.get("update_ratio"),) if markdown else ()),
              *(fmt_value(r.sampled.get(n)) for n in names)) for r in records]
-    return table(("trial", metric, "train_acc", "status", *extra, *names), rows,
-                 markdown=markdown)
+    head = "train_acc" if train == "train_accuracy" else train
+    return table(("trial", metric, head, "status", *extra, *names), rows, markdown=markdown)
+
+
+def _train_twin(metric: str) -> str:
+    """``val_rmse`` -> ``train_rmse``; hpo's own metrics show the train accuracy."""
+    if metric.startswith("val_") and metric not in METRICS:
+        return "train_" + metric[len("val_"):]
+    return "train_accuracy"
 
 
 def _ranked(result: Any) -> list[TrialRecord]:

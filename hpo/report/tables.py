@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from hpo.search.space import Categorical, Distribution, Numeric
+from hpo.space.distributions import Categorical, Distribution, Numeric
 
 __all__ = ["fmt_range", "fmt_value", "table"]
 

@@ -28,11 +28,11 @@ from torch import nn
 
 from hpo.config.spec import Spec
 from hpo.data.dataset import Dataset
-from hpo.search.space import Categorical, Distribution, Numeric
+from hpo.space.distributions import Categorical, Distribution, Numeric
 from hpo.trial.train import (
     build_optimizer,
+    build_trial_model,
     l2_penalty,
-    model_config,
     tensors,
     train_config,
     train_trial,
@@ -92,11 +92,8 @@ class CheckSetup:
 
     def build(self) -> nn.Module:
         """The configuration's model, with the initial weights its trial would have."""
-        from models import build_model
-
         torch.manual_seed(self.seed)
-        return build_model(model_config(self.params), input_shape=self.data.input_shape,
-                           num_classes=self.data.num_classes)
+        return build_trial_model(self.params, self.data)
 
 
 def middle_config(spec: Spec) -> dict[str, Any]:
@@ -203,15 +200,16 @@ def check_lr_extremes(setup: CheckSetup) -> CheckResult:
 
 
 def check_learns(setup: CheckSetup) -> CheckResult:
-    """5. A LEARN_EPOCHS-epoch trial lifts validation accuracy to LEARN_OVER_CHANCE times chance
-    (at most 0.9 required)."""
+    """5. A LEARN_EPOCHS-epoch trial lifts validation accuracy to LEARN_OVER_CHANCE times chance,
+    or halfway from chance to perfect where that is less (two classes: 0.75, not 1.0)."""
     outcome = train_trial({**setup.params, "epochs": LEARN_EPOCHS}, setup.data, seed=setup.seed)
     val = outcome.last.get("val_accuracy", 0.0)
     chance = 1.0 / setup.data.num_classes
-    ok = val >= min(LEARN_OVER_CHANCE * chance, 0.9)
+    required = min(LEARN_OVER_CHANCE * chance, (1 + chance) / 2)
+    ok = val >= required
     return CheckResult(
         "learns beyond chance", ok, f"val accuracy {val:.3f} after {LEARN_EPOCHS} epochs",
-        f">= {min(LEARN_OVER_CHANCE * chance, 0.9):.2f} (chance {chance:.2f})",
+        f">= {required:.2f} (chance {chance:.2f})",
         "" if ok else "training does not carry over to validation: labels that do not match "
                       "their inputs (shuffled or misaligned), or a model that does not learn at "
                       "all (see the checks above)",

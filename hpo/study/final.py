@@ -144,18 +144,22 @@ def _preprocessing_note(steps: Sequence[str]) -> str:
 
 
 
-def finish(study: Study, data: Dataset, records: list[TrialRecord],
-           range_history: list[dict[str, Any]]) -> FinalEvaluation:
-    """Final evaluation, the best model, and the study-level plots, on the study's run."""
+def finish(study: Study, data: Dataset | None, records: list[TrialRecord],
+           range_history: list[dict[str, Any]]) -> FinalEvaluation | None:
+    """Final evaluation, the best model, and the study-level plots, on the study's run. A
+    user's trainable keeps its model to itself: its study gets the plots only."""
     from hpo.report.plots import activation_histograms, close, learning_curves, optuna_figures
 
     ranked = study.ranked(records)
-    final = evaluate_final(study.spec, data, ranked)
-    study.tracker.log_metrics(study.run_id, final.metrics())
-    log_best_model(study.tracker, study.run_id, final.model, data)
-    figures = {"plots/learning_curves.png": learning_curves(ranked),
-               "plots/activations_best.png": activation_histograms(
-                   final.activations, f"activations of the best trial ({ranked[0].name})")}
+    figures = {"plots/learning_curves.png": learning_curves(ranked, metric=study.metric)}
+    final = None
+    if study.spec.trainable is None and isinstance(data, Dataset):  # arrays hpo trained on
+        final = evaluate_final(study.spec, data, ranked)
+        study.tracker.log_metrics(study.run_id, final.metrics())
+        log_best_model(study.tracker, study.run_id, final.model, data)
+        if final.activations:
+            figures["plots/activations_best.png"] = activation_histograms(
+                final.activations, f"activations of the best trial ({ranked[0].name})")
     figures.update({f"plots/{k}": v for k, v in optuna_figures(
         records, range_history, study.metric, study.direction).items()})
     for name, fig in figures.items():

@@ -9,8 +9,8 @@ from typing import Any
 from hpo.report.progress import ProgressLine
 from hpo.report.study import round_table
 from hpo.report.tables import fmt_range
-from hpo.search.refinement import Change, FinishedTrial, refine, should_stop
-from hpo.search.space import Distribution, parse_distribution
+from hpo.space.refinement import Change, FinishedTrial, refine, should_stop
+from hpo.space.distributions import Distribution, parse_distribution
 from hpo.study.context import Study
 from hpo.study.resume import continuation
 from hpo.tracking.journal import RoundState

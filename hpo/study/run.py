@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hpo.usercode as usercode
 from hpo.config.spec import Spec
-from hpo.data.dataset import Dataset, load_dataset
-from hpo.errors import RunError
+from hpo.data import TorchData
+from hpo.data.dataset import Dataset, load_dataset, require_classification
+from hpo.errors import InputError, RunError
 from hpo.report.study import description, final_report, markdown_report
 from hpo.study.babysit import sanity_gate
 from hpo.study.context import Study, study_dir_for
@@ -22,7 +24,7 @@ from hpo.study.rounds import Rounds, RoundSummary, run_rounds
 from hpo.tracking.journal import Journal
 from hpo.tracking.store import Tracker, resolve_tracking_uri
 from hpo.trial.metrics import METRICS
-from hpo.trial.record import TrialRecord
+from hpo.trial.record import TrialRecord, ranked
 
 __all__ = ["RoundSummary", "StudyResult", "run_study", "study_dir_for"]
 
@@ -39,6 +41,31 @@ class StudyResult:
     stopped_early: bool = False
     final: Any = None  # hpo.study.final.FinalEvaluation
     sanity: list[Any] | None = None  # hpo.sanity.CheckResult, when the checks ran
+
+    @property
+    def best_config(self) -> dict[str, Any]:
+        """The best trial's every resolved model/train value (what best.yaml fixes)."""
+        return dict(self.best.params)
+
+    @property
+    def best_metric(self) -> float | None:
+        return self.best.metric(self.spec.search.metric)
+
+    @property
+    def trials(self) -> list[TrialRecord]:
+        """The trials that count, best first (finished, not diverged, with a metric)."""
+        return ranked(self.records, metric=self.spec.search.metric,
+                      mode=self.spec.search.resolved_mode)
+
+    @property
+    def run_id(self) -> str:
+        """The study's MLflow run."""
+        return self.study_run_id
+
+    @property
+    def folder(self) -> Path:
+        """The study folder (journal, best.yaml, Ray's round state)."""
+        return self.best_yaml.parent
 
 
 def run_study(
@@ -61,18 +88,22 @@ def run_study(
 
     from hpo.execution.cluster import start_ray
 
-    data = load_dataset(spec.data, seed=spec.seed)  # DataError (exit 2) before any logging
+    data = prepare(spec)  # input errors (exit 2) before anything is logged
     study = _open(spec, data, tracking_uri=tracking_uri, quiet=quiet, resume=resume,
                   study_root=study_root)
     started_ray, status = False, "FAILED"
     try:
         # Ray first: the trial workers it starts import torch while the sanity checks run.
-        started_ray = start_ray(address)
+        started_ray = start_ray(address, study=spec)
         sanity = None
-        if spec.sanity.enabled and not force and not (study.past and study.past.sanity_done):
+        skipped = _no_sanity_checks(spec, data)
+        if skipped:
+            study.say(f"\nsanity checks skipped: {skipped}")
+        elif spec.sanity.enabled and not force and not (study.past
+                                                         and study.past.sanity_done):
             sanity = sanity_gate(spec, data, study.tracker, study.run_id, quiet=quiet)
             study.journal.append("sanity")
-        rounds = run_rounds(study, ray.put(data), data.num_classes)
+        rounds = run_rounds(study, ray.put(data), data.num_classes if data is not None else 0)
         result = _conclude(study, data, rounds, sanity)
         status = "FINISHED"
         return result
@@ -85,7 +116,38 @@ def run_study(
             ray.shutdown()
 
 
-def _open(spec: Spec, data: Dataset, *, tracking_uri: str | None, quiet: bool, resume: bool,
+def _no_sanity_checks(spec: Spec, data: Dataset | TorchData | None) -> str | None:
+    """Why the lecture's checks cannot run on this study, if they cannot."""
+    if spec.trainable is not None:
+        return ("they train the model with hpo's own loop, and this study's trainable is a "
+                "loop of its own")
+    if isinstance(data, TorchData):
+        return "they need the data in memory, and data.loader returned torch Datasets"
+    return None
+
+
+def prepare(spec: Spec) -> Dataset | TorchData | None:
+    """The study's data, and the user's code tried once: what would fail every trial fails
+    here, as an input error, before anything is logged. None: a trainable with no data:."""
+    from hpo.sanity.checks import middle_config
+    from hpo.trial.train import build_trial_model
+
+    usercode.search_path(spec.folder)
+    if spec.data is None:
+        return None
+    data = load_dataset(spec.data, seed=spec.seed, folder=spec.folder)
+    if spec.trainable is None:
+        require_classification(data)
+        if isinstance(data, TorchData) and spec.search.pack != 1:
+            raise InputError("search.pack: packed trials train from arrays in memory, and "
+                             f"data.loader {spec.data.loader} returned torch Datasets; "
+                             "set search.pack: 1")
+        if spec.builder is not None:  # a builder that returns no nn.Module fails here
+            build_trial_model(middle_config(spec), data)
+    return data
+
+
+def _open(spec: Spec, data: Dataset | None, *, tracking_uri: str | None, quiet: bool, resume: bool,
           study_root: str | Path) -> Study:
     """The study's store, journal and MLflow run: new, or the interrupted one's with --resume."""
     folder = study_dir_for(spec, study_root)
@@ -96,7 +158,8 @@ def _open(spec: Spec, data: Dataset, *, tracking_uri: str | None, quiet: bool, r
     tracker.ensure_experiment()
     study = Study(spec=spec, tracker=tracker, journal=journal, folder=folder, quiet=quiet,
                   past=past)
-    study.say(f"study {spec.name!r}: {data.summary()}"
+    summary = data.summary() if data is not None else "no data: section (the trainable's own)"
+    study.say(f"study {spec.name!r}: {summary}"
               + (f" (resuming from {journal.path})" if past else ""))
     if past is None:
         shutil.rmtree(folder / "ray", ignore_errors=True)  # a new study of this name
@@ -129,7 +192,7 @@ def _conclude(study: Study, data: Dataset, rounds: Rounds, sanity: list[Any] | N
     best_yaml.write_text(spec.with_fixed(best.sampled).to_yaml())
     tracker.log_artifact(study.run_id, best_yaml)
     tracker.log_metrics(study.run_id, {f"best_{k}": v for k, v in best.last.items()
-                                       if k in METRICS})
+                                       if k in METRICS or k == study.metric})
     final = finish(study, data, records, [s.ranges for s in rounds.summaries])
     counts = _status_counts(records)
     tracker.set_tags(study.run_id, {
@@ -152,8 +215,9 @@ def _search_params(spec: Spec) -> dict[str, Any]:
     s = spec.search
     return {"metric": s.metric, "mode": s.resolved_mode, "sampler": s.sampler,
             "rounds": s.rounds, "trials_per_round": s.trials_per_round,
-            "scheduler": s.scheduler, "data.source": spec.data.source,
-            "data.preprocess": ",".join(spec.data.preprocess)}
+            "scheduler": s.scheduler,
+            **({"data.source": spec.data.source,
+                "data.preprocess": ",".join(spec.data.preprocess)} if spec.data else {})}
 
 
 def _status_counts(records: list[TrialRecord]) -> dict[str, int]:

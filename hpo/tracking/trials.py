@@ -26,7 +26,8 @@ def trial_label(record: TrialRecord) -> str:
     for key in ("lr", "weight_decay", "dropout"):
         if key in record.sampled:
             parts.append(f"{'wd' if key == 'weight_decay' else key}={p[key]:.1e}")
-    parts.append(f"{p.get('activation')}/{p.get('init')}/{'bn' if p.get('batchnorm') else 'nobn'}")
+    if "activation" in p:  # the factory's choices; a trainable's keys are its own
+        parts.append(f"{p['activation']}/{p.get('init')}/{'bn' if p.get('batchnorm') else 'nobn'}")
     return " ".join(parts)
 
 

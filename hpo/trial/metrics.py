@@ -14,7 +14,8 @@ from typing import Any
 from hpo.trial.direction import Direction
 
 __all__ = ["DIVERGED_KEY", "EPOCH_KEY", "METRICS", "activation_metrics", "diverged_metrics",
-           "epoch_metrics", "is_trial_metric", "layer_name"]
+           "epoch_metrics", "is_trial_metric", "layer_name",
+           "reported_values"]
 
 #: The metrics ``search.metric`` may name, and which way each improves.
 METRICS: dict[str, Direction] = {
@@ -31,6 +32,13 @@ UPDATE_RATIO_KEY = "update_ratio"  # geometric mean over layers of ||dW|| / ||W|
 PER_LAYER_PREFIXES = ("update_ratio.", "act.")
 #: Everything a trial reports per epoch besides the epoch number itself.
 TRIAL_METRICS = frozenset({*METRICS, DIVERGED_KEY, UPDATE_RATIO_KEY})
+
+
+def reported_values(epoch: Mapping[str, Any]) -> dict[str, float]:
+    """The metrics of one reported epoch: every number but the epoch itself (a user's
+    trainable names its metrics freely)."""
+    return {k: v for k, v in epoch.items() if k != EPOCH_KEY
+            and isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 def is_trial_metric(key: str) -> bool:

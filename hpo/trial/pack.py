@@ -59,8 +59,10 @@ def pack_key(params: Mapping[str, Any]) -> tuple:
 
 
 def packable(params: Mapping[str, Any]) -> bool:
-    """The mlp family without a checkpoint (finetuning freezes parameters per model)."""
-    return params.get("arch", "mlp") == "mlp" and params.get("checkpoint") is None
+    """The factory's mlp without a checkpoint (finetuning freezes parameters per model); not a
+    network of the user's (``builder``), whose modules hpo does not know how to stack."""
+    return (params.get("arch", "mlp") == "mlp" and params.get("checkpoint") is None
+            and params.get("builder") is None)
 
 
 class _PackedOptimizer:

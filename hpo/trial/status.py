@@ -39,14 +39,17 @@ class TrialStatus(StrEnum):
 
 
 def classify(last: Mapping[str, float], *, gap_threshold: float, num_classes: int) -> TrialStatus:
-    """A finished trial's status from its last epoch: diverged, overfitting (train - val
-    accuracy above the threshold), underfitting (both accuracies near chance), else ok."""
+    """A finished trial's status from its last epoch: diverged, overfitting (its train - val
+    ``gap`` above the threshold), underfitting (train and val accuracy both near chance, where
+    it reports accuracies), else ok."""
     if last.get(DIVERGED_KEY):
         return TrialStatus.DIVERGED
-    train, val = last.get("train_accuracy", 0.0), last.get("val_accuracy", 0.0)
-    if train - val > gap_threshold:
+    train, val = last.get("train_accuracy"), last.get("val_accuracy")
+    gap = last.get("gap", (train or 0.0) - (val or 0.0))
+    if gap > gap_threshold:
         return TrialStatus.OVERFITTING
-    if max(train, val) < min(0.5, UNDERFIT_OVER_CHANCE / num_classes):
+    if val is not None and num_classes and (
+            max(train or 0.0, val) < min(0.5, UNDERFIT_OVER_CHANCE / num_classes)):
         return TrialStatus.UNDERFITTING
     return TrialStatus.OK
 

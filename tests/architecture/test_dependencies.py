@@ -46,7 +46,7 @@ RAY_PRIVATE = ("ray._private", "ray.core.generated", "ray.experimental.internal_
 
 RULES: tuple[Rule, ...] = (
     Rule("a-pure", "the study file and the search space stay pure: no torch, Ray or MLflow",
-         ("hpo.config", "hpo.search"), HEAVY),
+         ("hpo.config", "hpo.space"), HEAVY),
     Rule("a-optuna", "Optuna belongs to the search, not to the study file",
          ("hpo.config",), ("optuna",)),
     Rule("b-trial-data", "the trial contract and the data know nothing of the layers above them",
@@ -306,14 +306,14 @@ def _has_imports(module: str) -> bool:
 #: files of a tree keep every rule, so the checker must single out just this one.
 BROKEN_TREES: dict[str, tuple[dict[str, str], str, int]] = {
     "a-pure": ({
-        "hpo/search/space.py": """\
+        "hpo/space/distributions.py": """\
             def sample():
                 import torch.nn as nn  # inside a function still counts
                 return nn
-            """}, "hpo.search.space", 2),
+            """}, "hpo.space.distributions", 2),
     "a-optuna": ({
-        "hpo/config/spec.py": "from hpo.search import space\nimport optuna\n",
-        "hpo/search/space.py": "import optuna\n",  # the search may
+        "hpo/config/spec.py": "from hpo.space import distributions\nimport optuna\n",
+        "hpo/space/distributions.py": "import optuna\n",  # the search may
     }, "hpo.config.spec", 2),
     "b-trial-data": ({
         "hpo/data/dataset.py": """\
@@ -367,14 +367,14 @@ BROKEN_TREES: dict[str, tuple[dict[str, str], str, int]] = {
             """,
     }, "hpo.execution.round", 6),
     CYCLES: ({
-        "hpo/search/refinement.py": "from hpo.config.spec import REGULARIZATION\n",
+        "hpo/space/refinement.py": "from hpo.config.spec import REGULARIZATION\n",
         "hpo/config/spec.py": """\
             def problems():
-                from hpo.search.space import Float
+                from hpo.space.distributions import Float
                 return Float
             """,
-        "hpo/search/space.py": "",
-    }, "hpo.search.refinement", 1),
+        "hpo/space/distributions.py": "",
+    }, "hpo.space.refinement", 1),
 }
 
 
@@ -412,11 +412,11 @@ def test_the_checker_reports_an_import_cycle_with_its_modules(tmp_path):
     assert not violations(imports)  # nothing else is wrong with this tree
     (members, involved), *others = cycles(imports)
     assert not others
-    assert members == ["hpo.config", "hpo.search"]
+    assert members == ["hpo.config", "hpo.space"]
     assert {(i.module, i.line) for i in involved} == {(module, line), ("hpo.config.spec", 2)}
     message = describe_cycle(members, involved)
-    assert "hpo/search/refinement.py:1" in message and "hpo/config/spec.py:2" in message
-    assert "from hpo.search.space import Float" in message
+    assert "hpo/space/refinement.py:1" in message and "hpo/config/spec.py:2" in message
+    assert "from hpo.space.distributions import Float" in message
 
 
 def test_a_cycle_through_three_packages_is_one_cycle(tmp_path):
@@ -452,7 +452,7 @@ def loaded_heavy(*modules: str, path: Path | None = None) -> list[str]:
 
 
 def test_the_pure_layers_and_the_cli_load_no_torch_ray_or_mlflow():
-    assert loaded_heavy("hpo.config", "hpo.search", "hpo.cli") == []
+    assert loaded_heavy("hpo.config", "hpo.space", "hpo.cli") == []
 
 
 def test_the_probe_sees_a_heavy_module_loaded_on_the_way(tmp_path):

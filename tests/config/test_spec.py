@@ -24,7 +24,7 @@ from hpo.config.spec import (
     parse_spec,
 )
 from hpo.errors import ConfigError, ModelError, Problem, SpecError
-from hpo.search.space import Categorical, Float, Int
+from hpo.space.distributions import Categorical, Float, Int
 from models import ModelConfig, config_problems
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,7 +169,7 @@ def test_validate_cli_exit_codes_and_no_traceback(tmp_path):
 
 
 def test_spec_stays_pure():
-    code = ("import sys, hpo.config.spec, hpo.search.space, hpo.cli; "
+    code = ("import sys, hpo.config.spec, hpo.space.distributions, hpo.cli; "
             "bad = {'torch', 'ray', 'mlflow', 'optuna'} & set(sys.modules); "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hpo.config.spec import parse_spec
-from hpo.search.bridge import encode
+from hpo.space.bridge import encode
 from hpo.trial.record import TrialRecord
 from hpo.trial.status import TrialStatus
 

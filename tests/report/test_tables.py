@@ -7,7 +7,7 @@ import pytest
 
 from hpo.report.advice import advice
 from hpo.report.tables import fmt_range, fmt_value, table
-from hpo.search.space import Categorical, Float, Int
+from hpo.space.distributions import Categorical, Float, Int
 from hpo.trial.record import TrialRecord
 from hpo.trial.status import TrialStatus
 

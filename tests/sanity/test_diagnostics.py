@@ -22,7 +22,7 @@ from hpo.sanity.checks import (
     run_sanity_checks,
 )
 from hpo.trial.instruments import UpdateRatio, activation_stats
-from hpo.search.refinement import FinishedTrial, RefineSettings, refine
+from hpo.space.refinement import FinishedTrial, RefineSettings, refine
 from hpo.config.spec import parse_spec
 from hpo.trial.train import train_trial
 

@@ -9,7 +9,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from hpo.config.spec import load_spec
-from hpo.search.bridge import decode, make_sampler, optuna_space, round_seed
+from hpo.space.bridge import decode, make_sampler, optuna_space, round_seed
 
 from tests.fixtures.cli import run_hpo as hpo
 from tests.fixtures.runs import runs_by_kind

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-import hpo.search.refinement
+import hpo.space.refinement
 
-from hpo.search.refinement import (
+from hpo.space.refinement import (
     ELIGIBLE_STATUSES,
     EXPLORING,
     Change,
@@ -25,7 +25,7 @@ from hpo.search.refinement import (
     refine,
     should_stop,
 )
-from hpo.search.space import Categorical, Distribution, Float, Int, Numeric
+from hpo.space.distributions import Categorical, Distribution, Float, Int, Numeric
 
 T = FinishedTrial
 
@@ -685,11 +685,11 @@ def test_settings_from_a_study_file():
 
 def test_refine_imports_no_heavy_framework():
     code = (
-        "import sys, hpo.search.refinement; "
+        "import sys, hpo.space.refinement; "
         "bad = [m for m in ('torch', 'ray', 'optuna', 'mlflow') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    root = str(Path(hpo.search.refinement.__file__).resolve().parents[2])
+    root = str(Path(hpo.space.refinement.__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stdout + done.stderr

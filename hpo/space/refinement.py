@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from hpo.search.space import Categorical, Distribution, Numeric
+from hpo.space.distributions import Categorical, Distribution, Numeric
 from hpo.trial.direction import Direction
 from hpo.trial.status import TrialStatus
 

@@ -7,8 +7,8 @@ import math
 import pytest
 from ray.tune.search.optuna import OptunaSearch
 
-from hpo.search.space import Categorical, Float, Int
-from hpo.search.bridge import decode, make_sampler, optuna_space, round_seed
+from hpo.space.distributions import Categorical, Float, Int
+from hpo.space.bridge import decode, make_sampler, optuna_space, round_seed
 
 RANGES = {
     "lr": Float(1e-5, 1.0, log=True),

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from hpo.errors import InputError
-from hpo.search.space import Categorical, Distribution, Float, Int
+from hpo.space.distributions import Categorical, Distribution, Float, Int
 
 __all__ = ["choice_key", "decode", "encode", "make_sampler", "optuna_space", "round_seed"]
 

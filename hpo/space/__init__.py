@@ -3,8 +3,8 @@
 Pure: no torch, Ray or MLflow (Optuna only where samplers are made).
 """
 
-from hpo.search.bridge import decode, encode, make_sampler, optuna_space, round_seed
-from hpo.search.refinement import (
+from hpo.space.bridge import decode, encode, make_sampler, optuna_space, round_seed
+from hpo.space.refinement import (
     Change,
     FinishedTrial,
     Reason,
@@ -13,7 +13,7 @@ from hpo.search.refinement import (
     refine,
     should_stop,
 )
-from hpo.search.space import (
+from hpo.space.distributions import (
     Categorical,
     Distribution,
     Float,

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from hpo.errors import InputError
-from hpo.search.bridge import choice_key, decode, encode, make_sampler, optuna_space, round_seed
-from hpo.search.space import Categorical, Float, Int
+from hpo.space.bridge import choice_key, decode, encode, make_sampler, optuna_space, round_seed
+from hpo.space.distributions import Categorical, Float, Int
 
 RANGES = {
     "lr": Float(1e-4, 1.0, log=True),

@@ -1,0 +1,145 @@
+"""Your own code, end to end: the shipped studies of each level, and a trainable that breaks.
+
+The studies run in-process through the Python API (``hpo.search``) on one Ray session shared by
+the module; the user's modules sit beside their study files and are installed nowhere.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+import hpo
+from tests.fixtures.cli import run_hpo
+from tests.fixtures.runs import runs_by_kind
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+SPACES = ROOT / "search_spaces"
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray for every study of the module (run_study leaves a Ray it did not start)."""
+    import ray
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RAY_AUTH_MODE", "disabled")
+    from hpo.execution.cluster import start_ray
+
+    start_ray(None)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        mp.undo()
+
+
+@pytest.fixture(scope="module")
+def friedman(ray_session, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("friedman")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    result = hpo.search(SPACES / "own_loop" / "friedman.yaml", tracking_uri=uri, quiet=True,
+                        study_root=folder / "runs")
+    return folder, uri, result
+
+
+def test_a_whole_loop_of_the_users_own_is_searched_coarse_to_fine(friedman):
+    folder, uri, result = friedman
+    kinds = runs_by_kind(uri, "own-loop-friedman")
+    assert len(kinds["round"]) == 2 and len(kinds["trial"]) == 16
+    assert result.spec.search.metric == "val_rmse" and result.best_metric < 0.6
+    assert result.best_metric == min(t.metric("val_rmse") for t in result.trials)
+    assert set(result.best_config) == {"samples", "epochs", "batch_size", "width", "depth", "lr",
+                                       "weight_decay"}
+    assert result.folder == folder / "runs" / "own-loop-friedman"
+    best = yaml.safe_load((result.folder / "best.yaml").read_text())
+    assert best["trainable"] == "friedman:fit" and best["model"]["width"] == \
+        result.best_config["width"]
+
+
+def test_the_users_metrics_and_the_gap_reach_mlflow_per_epoch(friedman):
+    _, uri, result = friedman
+    client = MlflowClient(tracking_uri=uri)
+    finished = [t for t in runs_by_kind(uri, "own-loop-friedman")["trial"]
+                if t.data.tags["hpo.status"] in ("ok", "overfitting")]
+    assert finished
+    for t in finished:
+        steps = {key: [m.step for m in client.get_metric_history(t.info.run_id, key)]
+                 for key in ("val_rmse", "train_rmse", "val_loss", "gap")}
+        assert all(s == list(range(1, 16)) for s in steps.values()), steps
+        last = t.data.metrics
+        # val_rmse is minimized: the gap is val - train, positive when training fits better
+        assert last["gap"] == pytest.approx(last["val_rmse"] - last["train_rmse"])
+        assert "width" in t.data.params and "activation" not in t.data.params
+
+
+def test_the_best_configuration_trains_again_with_hpo_train(friedman):
+    folder, uri, result = friedman
+    run = run_hpo("train", str(result.folder / "best.yaml"), "--tracking-uri", uri,
+                  cwd=SPACES / "own_loop")
+    assert run.returncode == 0, run.stderr
+    assert f"val_rmse {result.best_metric:.4f} after 15 epoch(s) (ok)" in run.stdout
+
+
+BROKEN = """
+    import math
+
+    def fit(config, trial):
+        if config["kind"] == "raise":
+            raise RuntimeError("the user's loop broke")
+        for epoch in range(1, 4):
+            if config["kind"] == "silent":  # reports, but never the study's metric
+                trial.report(epoch=epoch, val_loss=1.0 / epoch)
+            elif config["kind"] == "explode":
+                trial.report(epoch=epoch, val_score=0.1, train_loss=math.inf)
+            else:
+                trial.report(epoch=epoch, val_score=config["x"], train_score=config["x"] + 0.25)
+"""
+
+
+@pytest.fixture(scope="module")
+def broken(ray_session, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("broken")
+    (folder / "broken_loop.py").write_text(textwrap.dedent(BROKEN))
+    study = {"name": "own-broken", "seed": 2, "trainable": "broken_loop:fit",
+             "model": {"kind": {"choice": ["ok", "raise", "silent", "explode"]},
+                       "x": {"uniform": [0.0, 1.0]}},
+             "search": {"metric": "val_score", "mode": "max", "rounds": 1,
+                        "trials_per_round": 12, "max_failures": 0},
+             "gap": {"threshold": 0.2}}
+    (folder / "study.yaml").write_text(yaml.safe_dump(study))
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    result = hpo.search(folder / "study.yaml", tracking_uri=uri, quiet=True,
+                        study_root=folder / "runs")
+    return uri, result
+
+
+def test_a_trial_that_breaks_the_contract_fails_and_the_study_goes_on(broken):
+    uri, result = broken
+    trials = runs_by_kind(uri, "own-broken")["trial"]
+    by_kind: dict[str, list] = {}
+    for t in trials:
+        by_kind.setdefault(t.data.params["kind"], []).append(t)
+    assert set(by_kind) == {"ok", "raise", "silent", "explode"}, "seed 2 samples every kind"
+    assert len(trials) == 12 and result.best.params["kind"] == "ok"
+    for t in by_kind["raise"]:
+        assert t.info.status == "FAILED" and t.data.tags["hpo.status"] == "failed"
+        assert "the user's loop broke" in t.data.tags["hpo.error"]
+    for t in by_kind["silent"]:
+        assert t.info.status == "FAILED"
+        assert ("trial.report(epoch=1, ...) has no 'val_score' (search.metric); it reported "
+                "val_loss" in t.data.tags["hpo.error"])
+    for t in by_kind["explode"]:  # a non-finite loss: diverged after its first report
+        assert t.data.tags["hpo.status"] == "diverged" and t.data.tags["hpo.epochs"] == "1"
+    for t in by_kind["ok"]:  # train_score 0.25 above val_score: overfitting at threshold 0.2
+        assert t.data.tags["hpo.status"] == "overfitting"
+        assert t.data.metrics["gap"] == pytest.approx(0.25)
+    assert math.isclose(result.best_metric, max(t.data.metrics["val_score"]
+                                                 for t in by_kind["ok"]))
