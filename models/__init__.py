@@ -5,6 +5,11 @@ Importing ``models`` does not import torch: the study-file validator reads ``mod
 stay fast. The torch-backed names below are imported on first access (PEP 562 module
 ``__getattr__``). ``models`` is the lowest layer: it imports nothing of ``hpo``, and its errors
 (``models.errors``) are its own.
+
+The factory's parts are public, for a network of the user's own (a study's ``model.builder``):
+``activation(name, ...)`` (an ``ActivationModule``, which the instruments find),
+``initialize(module, scheme, activation=...)`` and ``batchnorm(features, kind=...)``; the
+factory's mlp and convnet are built from the same functions.
 """
 
 from __future__ import annotations
@@ -14,42 +19,53 @@ from typing import TYPE_CHECKING, Any
 
 from models.config import ModelConfig
 from models.errors import ConfigError, ModelError, Problem, UnknownNameError
-from models.registry import ACTIVATIONS, ARCHITECTURES, INITIALIZERS, Registry
+from models.registry import ACTIVATIONS, ARCHITECTURES, BATCHNORMS, INITIALIZERS, Registry
 from models.validate import check_config, config_problems
 
 if TYPE_CHECKING:
     from models._network import Block, Network
-    from models.batchnorm import recompute_batchnorm_stats
+    from models.activations import ActivationModule, activation
     from models.factory import build_model
     from models.finetune import CheckpointMeta, apply_finetune, load_checkpoint, save_checkpoint
+    from models.init import initialize
+    from models.normalization import batchnorm, recompute_batchnorm_stats
 
 __all__ = [
     "ACTIVATIONS",
     "ARCHITECTURES",
+    "BATCHNORMS",
+    "INITIALIZERS",
+    "ActivationModule",
     "Block",
     "CheckpointMeta",
     "ConfigError",
-    "INITIALIZERS",
     "ModelConfig",
     "ModelError",
     "Network",
     "Problem",
     "Registry",
     "UnknownNameError",
+    "activation",
     "apply_finetune",
+    "batchnorm",
     "build_model",
     "check_config",
     "config_problems",
+    "initialize",
     "load_checkpoint",
     "recompute_batchnorm_stats",
     "save_checkpoint",
 ]
 
 _LAZY = {
+    "ActivationModule": "models.activations",
     "Block": "models._network",
     "Network": "models._network",
+    "activation": "models.activations",
+    "batchnorm": "models.normalization",
     "build_model": "models.factory",
-    "recompute_batchnorm_stats": "models.batchnorm",
+    "initialize": "models.init",
+    "recompute_batchnorm_stats": "models.normalization",
     "CheckpointMeta": "models.finetune",
     "apply_finetune": "models.finetune",
     "load_checkpoint": "models.finetune",

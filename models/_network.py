@@ -8,9 +8,9 @@ from torch import Tensor, nn
 
 from models.activations import Activation
 from models.config import ModelConfig
-from models.registry import INITIALIZERS
+from models.init import init_affine
 
-__all__ = ["Block", "Network", "init_affine", "new_block"]
+__all__ = ["Block", "Network", "new_block"]
 
 
 class Block(nn.Module):
@@ -78,13 +78,6 @@ class Network(nn.Module):
             if not any(p.requires_grad for p in block.parameters()):
                 block.eval()
         return self
-
-
-def init_affine(layer: nn.Linear | nn.Conv2d, *, cfg: ModelConfig, gain: float) -> None:
-    """Weight by the configured initializer, bias zero (the notes initialize only weights)."""
-    INITIALIZERS.get(cfg.init)(layer.weight, cfg=cfg, gain=gain)
-    if layer.bias is not None:
-        nn.init.zeros_(layer.bias)
 
 
 def new_block(

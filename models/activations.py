@@ -32,6 +32,12 @@ For the rectifiers (relu, leaky_relu, prelu, maxout) the rule holds at every sca
 stable fixed point. Xavier ignores the gain on purpose: the notes' Xavier is plain
 ``randn / sqrt(fan_in)``, and the lecture's point that "with relu, Xavier's variance halves
 layer by layer" depends on it.
+
+Every module built here is an ``ActivationModule``: torch's own class (``nn.ReLU``, ...) marked
+with its registry ``name``, its ``gain`` and its ``pieces``, so the instruments find a
+network's activations by ``model.modules()`` whoever assembled it. ``activation(name, ...)`` is
+the public way in (``models.activation``), for a user's own network; the factory's blocks build
+theirs through the same ``Activation.module``.
 """
 
 from __future__ import annotations
@@ -41,14 +47,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from typing import ClassVar
 
 from torch import Tensor, nn
 
+from models._options import part_config
 from models.config import ModelConfig
+from models.errors import ModelError
+from models.registry import ACTIVATIONS
 
 __all__ = [
     "Activation",
+    "ActivationModule",
     "Maxout",
+    "activation",
     "elu",
     "leaky_relu",
     "maxout",
@@ -60,14 +72,68 @@ __all__ = [
 ]
 
 
+class ActivationModule(nn.Module):
+    """The mark of an activation module built here: a network's activations are the
+    ``ActivationModule`` instances among its ``modules()``.
+
+    Each concrete class is also torch's own (``ReLU`` is an ``nn.ReLU``), so its forward, its
+    parameters (prelu's slopes) and its state-dict keys are torch's. Set by ``Activation.module``
+    (derived, not configuration):
+
+    - ``name``: its name in ``models.registry.ACTIVATIONS``;
+    - ``gain``: He's gain for the affine layer before it (``models.initialize`` reads it);
+    - ``pieces``: affine outputs per unit (maxout: k; else 1), so the layer before it must
+      produce ``pieces * features`` outputs (channels) for ``features`` units.
+    """
+
+    name: str
+    gain: float
+    pieces: int = 1
+
+
+class Sigmoid(ActivationModule, nn.Sigmoid):
+    """``nn.Sigmoid``, marked (see ``ActivationModule``)."""
+
+
+class Tanh(ActivationModule, nn.Tanh):
+    """``nn.Tanh``, marked (see ``ActivationModule``)."""
+
+
+class ReLU(ActivationModule, nn.ReLU):
+    """``nn.ReLU``, marked (see ``ActivationModule``)."""
+
+
+class LeakyReLU(ActivationModule, nn.LeakyReLU):
+    """``nn.LeakyReLU``, marked (see ``ActivationModule``)."""
+
+
+class PReLU(ActivationModule, nn.PReLU):
+    """``nn.PReLU``, marked (see ``ActivationModule``)."""
+
+
+class ELU(ActivationModule, nn.ELU):
+    """``nn.ELU``, marked (see ``ActivationModule``)."""
+
+
 class Activation(ABC):
     """What a hidden block needs to know about its activation function."""
 
+    name: ClassVar[str]  # its name in models.registry.ACTIVATIONS
     pieces: int = 1  # affine outputs per unit; the affine layer is built pieces x wider
 
+    def module(self, width: int | None = None) -> ActivationModule:
+        """A fresh module for ``width`` units: (N, pieces*width, ...) -> (N, width, ...).
+
+        Only prelu reads ``width`` (one learned slope per unit); ``None`` gives it one slope
+        shared by all units, He et al.'s channel-shared variant.
+        """
+        module = self._new(width)
+        module.name, module.gain, module.pieces = self.name, self.gain, self.pieces
+        return module
+
     @abstractmethod
-    def module(self, width: int) -> nn.Module:
-        """A fresh module for ``width`` units: (N, pieces*width, ...) -> (N, width, ...)."""
+    def _new(self, width: int | None) -> ActivationModule:
+        """The bare module; ``module`` marks it."""
 
     @property
     @abstractmethod
@@ -75,7 +141,7 @@ class Activation(ABC):
         """He's gain for the affine layer before this activation (table in the module docstring)."""
 
 
-class Maxout(nn.Module):
+class Maxout(ActivationModule):
     """Max over k linear pieces (Goodfellow et al. 2013): ``max(w1.x + b1, ..., wk.x + bk)``.
 
     Input (N, k*H) -> (N, H), or (N, k*C, H, W) -> (N, C, H, W). Piece p of unit j is input
@@ -88,6 +154,8 @@ class Maxout(nn.Module):
         if pieces < 1:
             raise ValueError(f"`pieces >= 1` must hold, but got pieces={pieces}.")
         self.pieces = pieces
+        self.name = "maxout"  # marked as Activation.module would: Maxout(k) is public
+        self.gain = _maxout_gain(pieces)
 
     def forward(self, x: Tensor) -> Tensor:
         # (N, k*H, ...) -> (N, k, H, ...) -> (N, H, ...). amax splits the gradient evenly on
@@ -102,8 +170,10 @@ class Maxout(nn.Module):
 
 @dataclass(frozen=True)
 class _Sigmoid(Activation):
-    def module(self, width: int) -> nn.Module:
-        return nn.Sigmoid()
+    name = "sigmoid"
+
+    def _new(self, width: int | None) -> ActivationModule:
+        return Sigmoid()
 
     @property
     def gain(self) -> float:
@@ -112,8 +182,10 @@ class _Sigmoid(Activation):
 
 @dataclass(frozen=True)
 class _Tanh(Activation):
-    def module(self, width: int) -> nn.Module:
-        return nn.Tanh()
+    name = "tanh"
+
+    def _new(self, width: int | None) -> ActivationModule:
+        return Tanh()
 
     @property
     def gain(self) -> float:
@@ -122,8 +194,10 @@ class _Tanh(Activation):
 
 @dataclass(frozen=True)
 class _ReLU(Activation):
-    def module(self, width: int) -> nn.Module:
-        return nn.ReLU()
+    name = "relu"
+
+    def _new(self, width: int | None) -> ActivationModule:
+        return ReLU()
 
     @property
     def gain(self) -> float:
@@ -132,10 +206,11 @@ class _ReLU(Activation):
 
 @dataclass(frozen=True)
 class _LeakyReLU(Activation):
+    name = "leaky_relu"
     slope: float
 
-    def module(self, width: int) -> nn.Module:
-        return nn.LeakyReLU(self.slope)
+    def _new(self, width: int | None) -> ActivationModule:
+        return LeakyReLU(self.slope)
 
     @property
     def gain(self) -> float:
@@ -144,11 +219,13 @@ class _LeakyReLU(Activation):
 
 @dataclass(frozen=True)
 class _PReLU(Activation):
+    name = "prelu"
     initial_slope: float
 
-    def module(self, width: int) -> nn.Module:
-        # One learned slope per unit (per channel in a convnet), as in He et al. 2015.
-        return nn.PReLU(num_parameters=width, init=self.initial_slope)
+    def _new(self, width: int | None) -> ActivationModule:
+        # One learned slope per unit (per channel in a convnet), as in He et al. 2015; without
+        # a width, one slope for the layer (their channel-shared variant).
+        return PReLU(num_parameters=width or 1, init=self.initial_slope)
 
     @property
     def gain(self) -> float:
@@ -157,10 +234,11 @@ class _PReLU(Activation):
 
 @dataclass(frozen=True)
 class _ELU(Activation):
+    name = "elu"
     alpha: float
 
-    def module(self, width: int) -> nn.Module:
-        return nn.ELU(alpha=self.alpha)
+    def _new(self, width: int | None) -> ActivationModule:
+        return ELU(alpha=self.alpha)
 
     @property
     def gain(self) -> float:
@@ -169,18 +247,23 @@ class _ELU(Activation):
 
 @dataclass(frozen=True)
 class _Maxout(Activation):
+    name = "maxout"
     k: int
 
     @property
     def pieces(self) -> int:  # type: ignore[override]
         return self.k
 
-    def module(self, width: int) -> nn.Module:
+    def _new(self, width: int | None) -> ActivationModule:
         return Maxout(self.k)
 
     @property
     def gain(self) -> float:
-        return 1.0 / math.sqrt(maxout_second_moment(self.k))
+        return _maxout_gain(self.k)
+
+
+def _maxout_gain(k: int) -> float:
+    return 1.0 / math.sqrt(maxout_second_moment(k))
 
 
 def _gaussian_expectation(g: Callable[[float], float]) -> float:
@@ -253,3 +336,42 @@ def elu(cfg: ModelConfig) -> Activation:
 
 def maxout(cfg: ModelConfig) -> Activation:
     return _Maxout(k=cfg.maxout_k)
+
+
+# The public entry point.
+
+
+def activation(
+    name: str,
+    *,
+    features: int | None = None,
+    leaky_slope: float | None = None,
+    elu_alpha: float | None = None,
+    maxout_k: int | None = None,
+) -> ActivationModule:
+    """A fresh activation module, as the factory puts it after an affine layer.
+
+    ``name`` is any name of ``models.registry.ACTIVATIONS`` (UnknownNameError lists them). The
+    options are the ``ModelConfig`` fields that shape an activation, each checked by that
+    field's rule (ModelError naming every bad one); ``None`` takes the field's default, and an
+    activation ignores the options that are not its own, so a builder can pass them whatever
+    activation its config names:
+
+    - ``features``: the units the module puts out; only prelu reads it (one learned slope per
+      unit, or per channel of (N, C, H, W) maps). Left out, prelu learns one shared slope.
+    - ``leaky_slope`` (leaky_relu's slope, prelu's initial slope), ``elu_alpha``, ``maxout_k``.
+
+    The module maps (N, pieces*F, ...) -> (N, F, ...), ``pieces`` being ``maxout_k`` for maxout
+    and 1 otherwise: build the Linear/Conv before a maxout ``module.pieces`` times wider, as
+    the factory does. ``module.gain`` is He's gain for that layer (``models.initialize``).
+    """
+    ACTIVATIONS.check(name)
+    if features is not None and (
+        isinstance(features, bool) or not isinstance(features, int) or features < 1
+    ):
+        raise ModelError(f"models.activation: features must be an integer >= 1 or None, "
+                         f"got {features!r}")
+    cfg = part_config("models.activation", activation=name, leaky_slope=leaky_slope,
+                      elu_alpha=elu_alpha, maxout_k=maxout_k)
+    spec: Activation = ACTIVATIONS.get(name)(cfg)
+    return spec.module(features)

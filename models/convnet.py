@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from models._network import Network, init_affine, new_block
+from models._network import Network, new_block
 from models.config import ModelConfig
 from models.errors import ModelError
+from models.init import init_affine
+from models.normalization import batchnorm
 from models.registry import ACTIVATIONS
 
 __all__ = ["build_convnet"]
@@ -45,7 +47,7 @@ def build_convnet(cfg: ModelConfig, *, input_shape: tuple[int, ...], num_classes
                 width=width,
                 activation=activation,
                 cfg=cfg,
-                norm=nn.BatchNorm2d(out) if cfg.batchnorm else nn.Identity(),
+                norm=batchnorm(out, kind="2d") if cfg.batchnorm else nn.Identity(),
                 pool=nn.MaxPool2d(2),
             )
         )

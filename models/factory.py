@@ -6,7 +6,8 @@ Structure every model has (diagnostics and finetuning rely on it):
   (``model.blocks`` is the same as a typed ``list[Block]``).
 - ``model.classifier``: the final ``nn.Linear`` producing the class scores (N, num_classes).
 - Each hidden block has ``.linear`` (nn.Linear, or nn.Conv2d 3x3 in a convnet), ``.norm``
-  (BatchNorm1d/2d, or nn.Identity without batchnorm), ``.act`` (the activation module),
+  (BatchNorm1d/2d, or nn.Identity without batchnorm), ``.act`` (the activation module, an
+  ``ActivationModule``: ``models.activation`` builds the same),
   ``.pool`` (nn.MaxPool2d(2) in a convnet, nn.Identity in an mlp) and ``.drop`` (nn.Dropout, or
   nn.Identity when dropout is 0); forward order linear -> norm -> act -> pool -> drop. With
   batchnorm ``.linear`` has no bias (batchnorm's beta takes its place).

@@ -19,24 +19,34 @@ The uniform variants draw from U(-b, b) with b = sqrt(3) * std, the same varianc
 ones. ``fan_in`` is the number of products one output sums: ``in_features`` for a Linear
 weight (out, in), ``in_channels * kh * kw`` for a Conv2d weight (out, in, kh, kw). A maxout
 layer's k pieces share the fan_in of an ordinary layer: k only multiplies the outputs.
+
+``init_affine`` is how the factory initializes one layer (weight by the initializer, bias zero);
+``initialize`` (``models.initialize``) applies it to every Linear/Conv of a user's own network.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from models._options import part_config
+from models.activations import ActivationModule
 from models.config import ModelConfig
+from models.errors import ModelError
+from models.registry import ACTIVATIONS, INITIALIZERS
 
 __all__ = [
+    "AFFINE_LAYERS",
     "Initializer",
     "constant",
     "fan_in",
     "he_normal",
     "he_uniform",
+    "init_affine",
+    "initialize",
     "normal",
     "xavier_normal",
     "xavier_uniform",
@@ -94,3 +104,67 @@ def he_normal(weight: Tensor, *, cfg: ModelConfig, gain: float) -> None:
 def he_uniform(weight: Tensor, *, cfg: ModelConfig, gain: float) -> None:
     bound = gain * math.sqrt(3.0 / fan_in(weight))
     weight.uniform_(-bound, bound)
+
+
+#: The layers an initializer fills: their weight is (out, in) or (out, in, *kernel).
+AFFINE_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def init_affine(layer: nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d, *, cfg: ModelConfig,
+                gain: float) -> None:
+    """Weight by the configured initializer, bias zero (the notes initialize only weights)."""
+    INITIALIZERS.get(cfg.init)(layer.weight, cfg=cfg, gain=gain)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+
+
+def initialize(
+    module: _M,
+    scheme: str,
+    *,
+    activation: str | ActivationModule | None,
+    init_std: float | None = None,
+    init_constant: float | None = None,
+) -> _M:
+    """Initialize every Linear and Conv1d/2d/3d weight in ``module`` (itself included,
+    recursively) by ``scheme``, and zero their biases, as the factory does; returns ``module``.
+
+    ``scheme`` is a name of ``models.registry.INITIALIZERS`` (UnknownNameError lists them).
+    ``activation`` is what follows these layers, for He's gain: a module from
+    ``models.activation`` (its own gain, with its slope, alpha or k), a name of
+    ``models.registry.ACTIVATIONS`` (the gain at the default options), or ``None`` when none
+    follows (gain 1, as the factory's classifier). It is required because He with the wrong
+    gain is Xavier. ``init_std`` (normal) and ``init_constant`` (constant) default as in
+    ``ModelConfig``. Batchnorm layers and anything else keep their values.
+
+    The factory's initial weights: ``torch.manual_seed(s)``, build a layer of the factory's
+    shape, then ``initialize(layer, scheme, activation=...)``; layers draw in the order of
+    ``module.modules()``. Initialize the classifier separately, with ``activation=None``.
+    """
+    cfg = part_config("models.initialize", init=scheme, init_std=init_std,
+                      init_constant=init_constant)
+    gain = _gain(activation)
+    layers = [m for m in module.modules() if isinstance(m, AFFINE_LAYERS)]
+    if not layers:
+        kinds = ", ".join(t.__name__ for t in AFFINE_LAYERS)
+        raise ModelError(f"models.initialize: {type(module).__name__} has no layer to initialize "
+                         f"(it initializes the weights of {kinds})")
+    for layer in layers:
+        init_affine(layer, cfg=cfg, gain=gain)  # type: ignore[arg-type]  # AFFINE_LAYERS
+    return module
+
+
+def _gain(activation: str | ActivationModule | None) -> float:
+    if activation is None:
+        return 1.0
+    if isinstance(activation, ActivationModule):
+        return activation.gain
+    if isinstance(activation, str):
+        ACTIVATIONS.check(activation)
+        return float(ACTIVATIONS.get(activation)(ModelConfig()).gain)
+    raise ModelError(
+        f"models.initialize: activation must be a name ({', '.join(ACTIVATIONS.names())}), a "
+        f"module from models.activation, or None; got {type(activation).__name__}"
+    )

@@ -6,8 +6,10 @@ import math
 
 from torch import nn
 
-from models._network import Network, init_affine, new_block
+from models._network import Network, new_block
 from models.config import ModelConfig
+from models.init import init_affine
+from models.normalization import batchnorm
 from models.registry import ACTIVATIONS
 
 __all__ = ["build_mlp"]
@@ -31,7 +33,7 @@ def build_mlp(cfg: ModelConfig, *, input_shape: tuple[int, ...], num_classes: in
                 width=width,
                 activation=activation,
                 cfg=cfg,
-                norm=nn.BatchNorm1d(out) if cfg.batchnorm else nn.Identity(),
+                norm=batchnorm(out, kind="1d") if cfg.batchnorm else nn.Identity(),
             )
         )
         d = width

@@ -1,4 +1,5 @@
-"""One registry per kind (activation, initializer, architecture): the single source of names.
+"""One registry per kind (activation, initializer, architecture, batchnorm kind): the single
+source of names.
 
 Torch-free on purpose: the study-file validator reads the names from here without importing
 torch, and the factory resolves a name to its builder through the same entry, lazily.
@@ -11,7 +12,7 @@ from typing import Any
 
 from models.errors import UnknownNameError
 
-__all__ = ["ACTIVATIONS", "ARCHITECTURES", "INITIALIZERS", "Registry"]
+__all__ = ["ACTIVATIONS", "ARCHITECTURES", "BATCHNORMS", "INITIALIZERS", "Registry"]
 
 
 class Registry:
@@ -68,5 +69,15 @@ ARCHITECTURES = Registry(
     {
         "mlp": "models.mlp:build_mlp",
         "convnet": "models.convnet:build_convnet",
+    },
+)
+
+#: ``models.batchnorm``'s kinds: over (N, C) features after a Linear, over (N, C, H, W) maps
+#: after a Conv2d.
+BATCHNORMS = Registry(
+    "batchnorm kind",
+    {
+        "1d": "torch.nn:BatchNorm1d",
+        "2d": "torch.nn:BatchNorm2d",
     },
 )

@@ -41,6 +41,7 @@ class FinalEvaluation:
     ensemble_members: list[str] = field(default_factory=list)
     model: Any = None
     activations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    activations_skipped: str | None = None  # why a network of the user's has no statistics
 
     @property
     def ensemble_wins(self) -> bool | None:
@@ -63,6 +64,8 @@ class FinalEvaluation:
                      f"which {verdict} the single best")
         if self.split == "val":
             text += " (no test split: set data.test_fraction for an unbiased estimate)"
+        if self.activations_skipped:
+            text += f"; activation statistics skipped: {self.activations_skipped}"
         return text
 
 
@@ -85,7 +88,7 @@ def _probabilities(model: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
 
 def evaluate_final(spec: Spec, data: Dataset, ranked: Sequence[Any]) -> FinalEvaluation:
     """Retrain ``ranked[0]`` (the best) and the next few, score them on test (else val)."""
-    from hpo.trial.instruments import activation_stats
+    from hpo.trial.instruments import activation_stats, activations_found
 
     split = "test" if len(data.y_test) else "val"
     x, y = (data.x_test, data.y_test) if split == "test" else (data.x_val, data.y_val)
@@ -102,10 +105,11 @@ def evaluate_final(spec: Spec, data: Dataset, ranked: Sequence[Any]) -> FinalEva
         mean = torch.stack(probs).mean(0)  # (N, classes): averaged softmax
         ensemble_acc = float((mean.argmax(1) == labels).float().mean())
     acts = activation_stats(best_model, torch.from_numpy(np.array(data.x_val[:512])),
-                            ranked[0].params["activation"])
+                            ranked[0].params.get("activation"))
     return FinalEvaluation(split=split, best_accuracy=best_acc, ensemble_accuracy=ensemble_acc,
                            ensemble_members=[r.name for r, _ in usable] if ensemble_acc else [],
-                           model=best_model, activations=acts)
+                           model=best_model, activations=acts,
+                           activations_skipped=None if acts else activations_found(best_model))
 
 
 def log_best_model(tracker: Tracker, run_id: str, model: torch.nn.Module, data: Dataset) -> None:

@@ -50,7 +50,7 @@ class Trial:
         self.seed = seed  # seed torch, numpy, your sampler with it: same seed, same trial
         self.device = device  # a torch.device (or its name): where the trial trains
         self.number = number  # the trial's number in its round (1-based), where Ray says
-        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self._checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.data = data  # the study's data (hpo.data.Dataset) when it has a data: section
         self.metric = metric  # search.metric: what the study ranks trials by
         self.direction = direction or (METRICS.get(metric or "") or Direction.MAX)
@@ -69,6 +69,14 @@ class Trial:
 
         return cls(send=show, seed=seed, device=device, number=1,
                    checkpoint_dir=checkpoint_dir, data=data, metric=metric)
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        """A folder of this trial's own (made on first use), the same when the trial runs
+        again after an interruption (``--resume``): save there, and load what is there."""
+        if self._checkpoint_dir is not None:
+            self._checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        return self._checkpoint_dir
 
     def report(self, epoch: int | None = None, **metrics: Any) -> None:
         """One epoch's metrics (numbers; free names). ``epoch`` counts from 1; by default the

@@ -1,6 +1,8 @@
 """`hpo search --address` on a real three-node Ray cluster (conftest.py): trials spread over the
-workers, a trial that raises is retried then recorded as failed, and a worker node that dies
-mid-study costs no finished result while its trials are retried on the other node.
+workers, a trial that raises is retried then recorded as failed, a worker node that dies
+mid-study costs no finished result while its trials are retried on the other node, and a
+trainable of the user's, in a folder installed nowhere, reaches the workers through Ray's runtime
+environment.
 
 The driver is a separate process on no node's behalf; it alone writes to MLflow (a sqlite store
 in the test's folder), which the tests read back.
@@ -8,8 +10,10 @@ in the test's folder), which the tests read back.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -105,6 +109,89 @@ def test_trial_that_raises_is_retried_then_recorded_failed(ray_cluster, tmp_path
         assert r.data.tags["hpo.attempts"] == "2"  # the first try and max_failures=1 retry
     for r in fine:
         assert r.info.status == "FINISHED" and r.data.tags["hpo.attempts"] == "1"
+
+
+#: The user's loop, in the study's folder. Each trial writes where its module was imported from
+#: (``__file__``), on which node and in which working directory, into ``OUT`` (the workers share
+#: this machine's disk), and reports two epochs; the sleeps keep a trial long enough that both
+#: workers take some.
+SHIPPED_LOOP = """\
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+
+import ray
+
+OUT = Path({out!r})
+
+
+def fit(config, trial):
+    where = {{"file": os.path.realpath(__file__), "cwd": os.path.realpath(os.getcwd()),
+              "node": ray.get_runtime_context().get_node_id(),
+              "sys_path": __import__("sys").path[:8], "pythonpath": os.environ.get("PYTHONPATH"),
+              "runtime_env": dict(ray.get_runtime_context().runtime_env),
+              "orig": os.environ.get("TUNE_ORIG_WORKING_DIR")}}
+    (OUT / f"{{uuid.uuid4().hex}}.json").write_text(json.dumps(where))
+    for epoch in (1, 2):
+        time.sleep(0.5)
+        trial.report(epoch=epoch, val_score=config["lr"] * epoch, train_score=config["lr"])
+"""
+
+
+def test_a_trainable_in_an_uninstalled_folder_is_shipped_to_the_workers(ray_cluster, tmp_path):
+    study_folder, elsewhere, out = (tmp_path / "study", tmp_path / "elsewhere",
+                                    tmp_path / "imported-from")
+    for folder in (study_folder, elsewhere, out):
+        folder.mkdir()
+    # A module name found nowhere else: not installed, not in the driver's working directory.
+    (study_folder / "shipped_loop.py").write_text(SHIPPED_LOOP.format(out=str(out)))
+    (study_folder / "study.yaml").write_text(yaml.safe_dump({
+        "name": "shipped", "seed": 1, "trainable": "shipped_loop:fit",
+        "train": {"epochs": 2, "lr": {"loguniform": [1e-2, 0.3]}},
+        "search": {"metric": "val_score", "mode": "max", "rounds": 1, "trials_per_round": 4,
+                   "resources_per_trial": {"cpu": 1}},
+        "sanity": {"enabled": False},
+    }))
+    uri = f"sqlite:///{elsewhere / 'mlflow.db'}"
+    log = open(elsewhere / "hpo.log", "w")  # noqa: SIM115 - finish() closes it
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hpo", "search", str(study_folder / "study.yaml"),
+         "--address", ray_cluster.address, "--tracking-uri", uri],
+        cwd=elsewhere, env=ray_cluster.env(), stdout=log, stderr=subprocess.STDOUT, text=True)
+    process.log = log  # type: ignore[attr-defined]
+    output = finish(process, elsewhere)
+    assert process.returncode == 0, output
+
+    runs = trial_runs(uri, "shipped")
+    assert [r.data.tags["hpo.trial"] for r in runs] == ["1-01", "1-02", "1-03", "1-04"]
+    client = MlflowClient(tracking_uri=uri)
+    for r in runs:
+        assert r.info.status == "FINISHED", r.data.tags
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_score")]
+        assert steps == [1, 2], (r.data.tags["hpo.trial"], steps)
+    workers = {w.node_id(): w for w in ray_cluster.workers}
+    assert {r.data.tags["hpo.node"] for r in runs} == set(workers)
+
+    # Every worker imported the module from the working_dir Ray unpacked for the job in its
+    # node's session folder (<temp dir>/session_*/runtime_resources/working_dir_files/
+    # _ray_pkg_<hash>/), its working directory, and not from the study's folder, which this
+    # machine's workers could read too.
+    imports = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    assert len(imports) >= 4 and {i["node"] for i in imports} == set(workers), imports
+    print(json.dumps(imports, indent=1))
+    assert 0
+    for where in imports:
+        file = Path(where["file"])
+        node_dir = workers[where["node"]].temp_dir.resolve()
+        assert not file.is_relative_to(study_folder.resolve()), where
+        assert file.is_relative_to(node_dir), (where, node_dir)
+        session, resources, kind, package, name = file.relative_to(node_dir).parts
+        assert session.startswith("session_") and (resources, kind) == (
+            "runtime_resources", "working_dir_files"), where
+        assert package.startswith("_ray_pkg_") and name == "shipped_loop.py", where
+        assert where["cwd"] == str(file.parent), where
 
 
 def test_worker_node_killed_mid_study_loses_no_result(ray_cluster, tmp_path):

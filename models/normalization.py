@@ -1,4 +1,11 @@
-"""The notes' other test-time method for batchnorm: population statistics after training.
+"""Batch normalization: the layer as the factory places it, and the notes' other test-time
+method, population statistics after training.
+
+``batchnorm(features, kind=...)`` (``models.batchnorm``) is the layer the factory puts between
+an affine layer and its activation, as the notes place it: ``BatchNorm1d`` over the (N, C)
+outputs of a Linear, ``BatchNorm2d`` over the (N, C, H, W) maps of a Conv2d, torch's defaults
+(eps 1e-5, momentum 0.1, gamma 1, beta 0). The affine layer before it needs no bias: beta
+takes its place.
 
 During training each batchnorm layer keeps exponential running averages of its batch mean and
 variance, and eval mode uses them. Those averages lag behind the weights (they mix statistics of
@@ -14,10 +21,27 @@ import torch
 from torch import Tensor, nn
 
 from models.errors import ModelError
+from models.registry import BATCHNORMS
 
-__all__ = ["recompute_batchnorm_stats"]
+__all__ = ["batchnorm", "recompute_batchnorm_stats"]
 
 _BatchNorm = nn.modules.batchnorm._BatchNorm  # BatchNorm1d/2d/3d share it
+
+
+def batchnorm(features: int, *, kind: str) -> nn.Module:
+    """A fresh batchnorm layer over ``features`` channels, as the factory places it.
+
+    ``kind`` is a name of ``models.registry.BATCHNORMS`` (UnknownNameError lists them): "1d"
+    for the (N, C) outputs of a Linear, "2d" for the (N, C, H, W) maps of a Conv2d. Before a
+    maxout of k pieces, ``features`` is the affine layer's k * units: batchnorm normalizes each
+    piece.
+    """
+    layer = BATCHNORMS.get(kind)
+    if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+        raise ModelError(f"models.batchnorm: features must be an integer >= 1 (the channels "
+                         f"of the layer before it), got {features!r}")
+    module: nn.Module = layer(features)
+    return module
 
 
 class _Moments:
