@@ -143,3 +143,39 @@ def test_a_trial_that_breaks_the_contract_fails_and_the_study_goes_on(broken):
         assert t.data.metrics["gap"] == pytest.approx(0.25)
     assert math.isclose(result.best_metric, max(t.data.metrics["val_score"]
                                                  for t in by_kind["ok"]))
+
+
+def _shipped(name: str, *, trials: int, epochs: int):
+    """A shipped study file, its search cut down: rounds of ``trials``, ``epochs`` each."""
+    import dataclasses
+
+    spec = hpo.load_spec(SPACES / name)
+    return dataclasses.replace(
+        spec, search=dataclasses.replace(spec.search, trials_per_round=trials),
+        train={**spec.train, "epochs": epochs})
+
+
+def test_a_network_of_the_users_own_is_trained_by_hpos_loop(ray_session, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = hpo.search(_shipped("own_model/resnet.yaml", trials=4, epochs=3), tracking_uri=uri,
+                        quiet=True, study_root=tmp_path / "runs")
+    assert result.best_metric > 0.8
+    assert result.sanity and all(check.passed for check in result.sanity)
+    client = MlflowClient(tracking_uri=uri)
+    best = client.get_run(result.best.run_id)
+    assert best.data.params["builder"] == "resnet:build" and "depth" in best.data.params
+    # the residual blocks' activations come from models.activation: their statistics too
+    assert any(key.startswith("act.layer") for key in best.data.metrics)
+    assert result.final is not None and result.final.activations
+    assert client.list_artifacts(result.run_id, "model")  # the best network, logged by MLflow
+
+
+def test_data_of_the_users_own_is_split_and_searched(ray_session, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = hpo.search(_shipped("own_data/moons.yaml", trials=4, epochs=5), tracking_uri=uri,
+                        quiet=True, study_root=tmp_path / "runs")
+    assert result.best_metric > 0.8
+    study = runs_by_kind(uri, "own-data-moons")["study"][0]
+    assert study.data.params["search.data.source"] == "python"
+    assert len(result.records) == 8 and all(r.params["hidden"] == (32, 32)
+                                            for r in result.records)
