@@ -33,13 +33,6 @@ from tests.fixtures.data_files import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two shared cores: tiny tensors gain nothing from more threads.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def data(**kw) -> DataSpec:

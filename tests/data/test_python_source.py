@@ -25,12 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 _NAMES = itertools.count()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
