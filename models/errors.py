@@ -63,6 +63,9 @@ class ConfigError(ModelError):
         self.source = source
         super().__init__(self.render())
 
+    def __reduce__(self) -> tuple:  # copy and pickle (Ray, Tune) rebuild it from its problems
+        return (type(self), (self.problems, self.source))
+
     def render(self) -> str:
         # A model config is the model section of a study file, hence the study file's wording.
         head = f"{self.source}: " if self.source else ""

@@ -78,7 +78,8 @@ def _epoch_reports(spec: Spec, top: Sequence[str]) -> EpochReports:
 
 
 def _trainable(config: dict[str, Any], *, data: Dataset | None, spec: Spec,
-               ranges: Mapping[str, Distribution], threads: int, checkpoints: Path) -> None:
+               ranges: Mapping[str, Distribution], threads: int, checkpoints: Path,
+               folder: Path | None = None) -> None:
     """A Ray trial: the study's ``fit(config, trial)`` (hpo's own loop, or the user's
     trainable) on the sampled configuration, its reports on their way to Tune."""
     import ray
@@ -87,8 +88,12 @@ def _trainable(config: dict[str, Any], *, data: Dataset | None, spec: Spec,
     from hpo.trial.train import trial_device
 
     torch.set_num_threads(threads)
-    if spec.own_code:  # its folder, where it exists here; a cluster's working_dir otherwise
-        usercode.search_path(spec.folder)
+    if spec.own_code:
+        # A cluster's job brings the code (Ray's working_dir, on sys.path): that copy, even
+        # where the study's folder is readable too. Else the study's folder, as the driver
+        # resolved it: a trial runs in a folder of Tune's, where a relative path means another.
+        shipped = bool(ray.get_runtime_context().runtime_env.get("working_dir"))
+        usercode.search_path(None if shipped else folder)
     sampled = decode(ranges, config)
     params = spec.resolve(sampled)
     reports = _epoch_reports(spec, top=(spec.search.metric, "epoch"))
@@ -222,7 +227,8 @@ def run_round(
                              data=data_ref, spec=spec, ranges=dict(ranges),
                              threads=max(1, int(cpu)),
                              **({} if pack > 1 else {"checkpoints": storage.parent
-                                                     / "checkpoints" / f"round-{round_index}"})),
+                                                     / "checkpoints" / f"round-{round_index}",
+                                                     "folder": spec.folder})),
         {"cpu": cpu, "gpu": s.resources_per_trial["gpu"]},
     )
     tuner = tune.Tuner(

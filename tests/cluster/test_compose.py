@@ -1,6 +1,10 @@
 """docker-compose end to end: build the image, bring up a Ray head, two workers and the MLflow
 server, run a small study from the one-off `hpo` service, read its runs back from the MLflow
-server, and tear everything down with `down -v`.
+server, run a study whose trainable only the driver's container can read (its code reaches the
+workers in Ray's runtime environment), and tear everything down with `down -v`.
+
+One cluster serves the module (the ``cluster`` fixture builds the image and brings it up once);
+``test_down_v_leaves_nothing`` tears it down, so it comes last.
 
 Docker comes from ../shared/tools/docker-standin.sh when this machine lacks it (it installs
 Debian's docker.io and docker-compose, starts dockerd, and builds a stand-in python:3.11-slim
@@ -18,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -106,6 +111,7 @@ class Stack:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.timings: dict[str, float] = {}
         self.project = f"hpotest{secrets.token_hex(3)}"
         self.env_file = folder / "cluster.env"
         self.spaces = folder / "spaces"
@@ -172,6 +178,45 @@ def wait_for_nodes(stack: Stack, nodes: int, timeout: float = 240) -> str:
                          + stack.compose("logs", "--tail=40", check=False).stdout[-6000:])
 
 
+@pytest.fixture(scope="module")
+def cluster(stack) -> Stack:
+    """The image built and the cluster up, once for the module: a head, two workers with one
+    CPU each, and the MLflow server. ``stack`` takes it down."""
+    t = time.time()
+    stack.compose("build", timeout=2400)
+    stack.timings["build"] = time.time() - t
+    t = time.time()
+    stack.compose("up", "-d", "--scale", "ray-worker=2", timeout=600)
+    wait_for_nodes(stack, 3)  # head + 2 workers
+    stack.timings["up"] = time.time() - t
+    return stack
+
+
+#: Run in a ray-worker container: its Ray node id, from its raylet's command line.
+RAYLET_NODE_ID = textwrap.dedent("""\
+    from pathlib import Path
+
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\\0")
+        except OSError:
+            continue
+        if args[0].endswith(b"/raylet"):
+            print(*[a.split(b"=", 1)[1].decode() for a in args if a.startswith(b"--node_id=")])
+""")
+
+
+def worker_node_ids(stack: Stack, workers: int = 2) -> set[str]:
+    """The Ray node ids of the ray-worker containers (what a trial's hpo.node tag holds)."""
+    ids = set()
+    for index in range(1, workers + 1):
+        done = stack.compose("exec", "-T", f"--index={index}", "ray-worker", "python", "-c",
+                             RAYLET_NODE_ID, timeout=120)
+        ids.update(done.stdout.split())
+    assert len(ids) == workers, ids
+    return ids
+
+
 def http_status(url: str, token: str | None = None) -> tuple[int, str]:
     request = urllib.request.Request(url)
     if token:
@@ -183,23 +228,14 @@ def http_status(url: str, token: str | None = None) -> tuple[int, str]:
         return exc.code, exc.read().decode(errors="replace")
 
 
-def test_compose_cluster_runs_a_study_and_mlflow_keeps_it(stack):
-    timings: dict[str, float] = {}
-    t = time.time()
-    stack.compose("build", timeout=2400)
-    timings["build"] = time.time() - t
-
+def test_compose_cluster_runs_a_study_and_mlflow_keeps_it(cluster):
+    stack, timings = cluster, cluster.timings
     # No secret in the image: not in its environment, and no env file in the build context.
     config = json.loads(run([DOCKER, "image", "inspect", IMAGE], timeout=60, check=True).stdout)
     assert not any(e.startswith("RAY_AUTH_TOKEN") for e in config[0]["Config"]["Env"] or [])
     listing = run([DOCKER, "run", "--rm", "--entrypoint", "ls", IMAGE, "-a", "/opt/hpo"],
                   timeout=120, check=True).stdout.split()
     assert not [n for n in listing if n.endswith(".env") or n in (".git", ".venv")], listing
-
-    t = time.time()
-    stack.compose("up", "-d", "--scale", "ray-worker=2", timeout=600)
-    wait_for_nodes(stack, 3)  # head + 2 workers
-    timings["up"] = time.time() - t
 
     # Published ports listen on loopback only; the dashboard wants the token.
     for service, port in (("mlflow", 5000), ("ray-head", 8265)):
@@ -229,6 +265,62 @@ def test_compose_cluster_runs_a_study_and_mlflow_keeps_it(stack):
     best = client.download_artifacts(study_run, "best.yaml", str(stack.folder))
     assert yaml.safe_load(Path(best).read_text())["name"] == "compose-digits"
 
+
+#: A trainable of the user's, in a folder that only the driver's container mounts, under a name
+#: that is in no package and not in the image. Each epoch also reports ``shipped``: 1.0 when the
+#: module was imported from a working_dir that Ray unpacked in its session's runtime resources.
+SHIPPED_LOOP = textwrap.dedent("""\
+    import os
+    import time
+
+
+    def fit(config, trial):
+        here = os.path.realpath(__file__)
+        shipped = float("/runtime_resources/working_dir_files/_ray_pkg_" in here)
+        for epoch in (1, 2):
+            time.sleep(0.5)
+            trial.report(epoch=epoch, val_score=config["lr"] * epoch, train_score=config["lr"],
+                         shipped=shipped)
+""")
+
+
+def test_a_trainable_only_the_driver_can_read_reaches_the_workers(cluster):
+    stack = cluster
+    folder = stack.folder / "own-code"  # a study folder of the user's, on the host
+    folder.mkdir()
+    (folder / "compose_shipped_loop.py").write_text(SHIPPED_LOOP)
+    (folder / "study.yaml").write_text(yaml.safe_dump({
+        "name": "compose-shipped", "seed": 1, "trainable": "compose_shipped_loop:fit",
+        "train": {"epochs": 2, "lr": {"loguniform": [1e-2, 0.3]}},
+        "search": {"metric": "val_score", "mode": "max", "rounds": 1, "trials_per_round": 4,
+                   "resources_per_trial": {"cpu": 1}},
+        "sanity": {"enabled": False},
+    }))
+    for path in (folder, *folder.iterdir()):  # read by the container's uid 1000
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+    t = time.time()
+    study = stack.compose("run", "--rm", "-v", f"{folder}:/study:ro", "hpo", "search",
+                          "/study/study.yaml", timeout=900, check=False)
+    stack.timings["shipped study"] = time.time() - t
+    assert study.returncode == 0, study.stdout[-6000:] + study.stderr[-6000:]
+
+    uri = f"http://127.0.0.1:{stack.mlflow_port}"
+    client, kinds = MlflowClient(tracking_uri=uri), runs_by_kind(uri, "compose-shipped")
+    assert len(kinds["study"]) == 1 and kinds["study"][0].info.status == "FINISHED"
+    trials = kinds["trial"]
+    assert len(trials) == 4
+    for r in trials:
+        assert r.info.status == "FINISHED", r.data.tags
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_score")]
+        assert steps == [1, 2], (r.data.tags["hpo.trial"], steps)
+        assert r.data.metrics["shipped"] == 1.0, r.data.tags["hpo.trial"]
+    # Only the workers offer CPUs (the head and the driver's node none): both trained.
+    assert {r.data.tags["hpo.node"] for r in trials} == worker_node_ids(stack)
+
+
+def test_down_v_leaves_nothing(cluster):
+    stack, timings = cluster, cluster.timings
     t = time.time()
     stack.down()
     timings["down"] = time.time() - t

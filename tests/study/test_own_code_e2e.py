@@ -179,3 +179,22 @@ def test_data_of_the_users_own_is_split_and_searched(ray_session, tmp_path):
     assert study.data.params["search.data.source"] == "python"
     assert len(result.records) == 8 and all(r.params["hidden"] == (32, 32)
                                             for r in result.records)
+
+
+def test_a_study_file_named_by_a_relative_path_finds_its_code_in_every_trial(tmp_path):
+    """Trials run in Tune's folders: the study file's folder is resolved where hpo starts."""
+    folder = tmp_path / "study"
+    folder.mkdir()
+    (folder / "tiny_loop.py").write_text(textwrap.dedent("""
+        def fit(config, trial):
+            trial.report(epoch=1, val_score=config["x"])
+    """))
+    (folder / "study.yaml").write_text(yaml.safe_dump({
+        "name": "own-relative", "trainable": "tiny_loop:fit",
+        "model": {"x": {"uniform": [0.0, 1.0]}},
+        "search": {"metric": "val_score", "mode": "max", "rounds": 1, "trials_per_round": 2}}))
+    run = run_hpo("search", "study/study.yaml", "--tracking-uri",
+                  f"sqlite:///{tmp_path / 'mlflow.db'}", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    trials = runs_by_kind(f"sqlite:///{tmp_path / 'mlflow.db'}", "own-relative")["trial"]
+    assert [t.info.status for t in trials] == ["FINISHED", "FINISHED"]
