@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -116,15 +115,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         train(_load(args), tracking_uri=args.tracking_uri, quiet=args.quiet)
         return 0
     if args.command == "ui":
-        from hpo.tracking.store import resolve_tracking_uri
+        from hpo.tracking.store import resolve_tracking_uri, serve_ui
 
         uri = resolve_tracking_uri(args.tracking_uri, None)
-        mlflow = os.path.join(os.path.dirname(sys.executable), "mlflow")
-        command = [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host,
-                   "--port", str(args.port)]
-        print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it",
-              file=sys.stderr)
-        os.execv(mlflow, command)
+        if uri.startswith(("http://", "https://")):
+            print(f"the tracking store {uri} is a server with its own UI: open {uri}")
+            return 0
+        return serve_ui(uri, host=args.host, port=args.port,
+                        say=lambda line: print(line, file=sys.stderr, flush=True))
     raise InputError(f"unknown command {args.command!r}")  # pragma: no cover
 
 

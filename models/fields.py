@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "Rule",
     "Text",
     "field_rule",
+    "number_text_hint",
     "rule",
     "searchable",
 ]
@@ -95,7 +97,8 @@ class Number(Rule):
         if value is None and self.optional:
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise Invalid("wrong type", self.allowed)
+            hint = number_text_hint(value, integer=self.integer)
+            raise Invalid(f"wrong type: {hint}" if hint else "wrong type", self.allowed)
         if self.integer and int(value) != value:
             raise Invalid("not a whole number", self.allowed)
         if not self.contains(value):
@@ -124,6 +127,50 @@ class Number(Rule):
 
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+# sign, whole part, fraction, exponent sign, exponent: "1e-4", "-.5", "2.5E3"
+_NUMBER_TEXT = re.compile(r"([-+]?)(\d*)(?:\.(\d*))?(?:[eE]([-+]?)(\d+))?")
+
+
+def number_text_hint(value: Any, *, integer: bool = False) -> str:
+    """How to write ``value``, a string that reads as a finite number, so that YAML reads a
+    number: ``"write 1.0e-4 (YAML reads 1e-4 as text)"``; ``""`` for anything else.
+
+    YAML 1.1 (PyYAML) reads a float only with a dot in the mantissa and a sign on the exponent,
+    so ``1e-4`` and ``1.0e4`` are strings; so is any quoted number.
+    """
+    if not isinstance(value, str):
+        return ""
+    try:
+        x = float(value)
+    except ValueError:
+        return ""
+    if not math.isfinite(x):
+        return ""
+    if integer and x.is_integer():
+        fix = str(int(x))
+    else:
+        # the user's digits where they fit the pattern, else Python's (1_000 -> 1000.0)
+        m = _NUMBER_TEXT.fullmatch(value.strip())
+        if m is None or not (m[2] or m[3]):
+            m = _NUMBER_TEXT.fullmatch(repr(x))
+        if m is None:  # repr of a finite float always fits; nothing to suggest otherwise
+            return ""
+        sign, whole, frac, exp_sign, exp = m.groups()
+        fix = f"{sign}{whole or '0'}.{frac or '0'}"
+        if exp is not None:
+            fix += f"e{exp_sign or '+'}{exp}"
+    import yaml  # only on this error path; the model factory does not otherwise need it
+
+    text = value.strip()
+    try:
+        unquoted_is_text = isinstance(yaml.safe_load(text), str)
+    except yaml.YAMLError:
+        unquoted_is_text = True
+    if unquoted_is_text:
+        return f"write {fix} (YAML reads {text} as text)"
+    return f"write {fix} without quotes (a quoted number is text)"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ every problem of a file in one pass; a field with a problem keeps its default.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from typing import Any
 
 from hpo.config.rules import Invalid, Number, Rule, field_rule, is_number
@@ -14,9 +15,10 @@ from hpo.config.sections import NOT_SEARCHABLE, SEARCHABLE
 from hpo.errors import Problem
 from hpo.space.distributions import Categorical, Numeric, is_distribution_form, parse_distribution
 from models.config import ModelConfig
+from models.fields import number_text_hint
 
 __all__ = ["bounds", "builder_section", "free_section", "parse_field", "plain_section",
-           "searchable_section"]
+           "searchable_section", "unknown_key"]
 
 
 def parse_field(
@@ -32,11 +34,22 @@ def parse_field(
         return default
 
 
+def unknown_key(path: str, key: Any, known: list[str]) -> Problem:
+    """``path: unknown key; did you mean batchnorm? (allowed: ...)``, the suggestion only for a
+    known key close enough to be a typo."""
+    return Problem(path, "unknown key" + _did_you_mean(key, known), has_given=False,
+                   allowed=", ".join(known))
+
+
+def _did_you_mean(key: Any, known: list[str]) -> str:
+    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.75)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
 def _unknown_keys(body: dict, section: str, known: list[str], problems: list[Problem]) -> None:
     for key in body:
         if key not in known:
-            problems.append(Problem(f"{section}.{key}", "unknown key", has_given=False,
-                                    allowed=", ".join(known)))
+            problems.append(unknown_key(f"{section}.{key}", key, known))
 
 
 def plain_section(body: dict, section: str, cls: type, problems: list[Problem],
@@ -72,11 +85,15 @@ def bounds(raw: Any, problems: list[Problem], extra: tuple[str, ...] = ()
     for key, value in raw.items():
         path = f"search.bounds.{key}"
         if key not in numeric:
-            problems.append(Problem(path, "not a numeric model/train field", has_given=False,
+            problems.append(Problem(path, "not a numeric model/train field"
+                                    + _did_you_mean(key, numeric), has_given=False,
                                     allowed=", ".join(numeric)))
         elif (not isinstance(value, list) or len(value) != 2
               or not all(is_number(v) for v in value) or not value[0] < value[1]):
-            problems.append(Problem(path, "bounds must be [lo, hi] with lo < hi", value, allowed))
+            hints = [number_text_hint(v) for v in value] if isinstance(value, list) else []
+            fix = "; ".join(h for h in hints if h)
+            problems.append(Problem(path, "bounds must be [lo, hi] with lo < hi"
+                                    + (f": {fix}" if fix else ""), value, allowed))
         else:
             out[key] = (float(value[0]), float(value[1]))
     return out

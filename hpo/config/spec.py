@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from hpo.config._parse import (
     parse_field,
     plain_section,
     searchable_section,
+    unknown_key,
 )
 from hpo.config.rules import ListOf, Number, Text
 from hpo.config.sections import (
@@ -233,11 +235,9 @@ def parse_spec(raw: Any, *, source: str | None = None, default_name: str = "stud
     top_allowed = ("name", "seed", *TOP_LEVEL, *SECTION_ORDER)
     for key in raw:
         if key not in top_allowed:
-            problems.append(Problem(str(key), "unknown key", has_given=False,
-                                    allowed=", ".join(top_allowed)))
+            problems.append(unknown_key(str(key), key, list(top_allowed)))
 
-    name = (parse_field(raw, "name", Text(optional=True), default_name, "name", problems)
-            or default_name)
+    name = _study_name(raw, default_name, problems)
     seed = parse_field(raw, "seed", Number(low=0, integer=True), 0, "seed", problems)
     trainable = parse_field(raw, "trainable", Text(), None, "trainable", problems)
     code = _code(raw, source, problems)
@@ -258,6 +258,30 @@ def parse_spec(raw: Any, *, source: str | None = None, default_name: str = "stud
     return spec
 
 
+
+#: A study's name names its folder under --study-root and its MLflow experiment: a name, never
+#: a path (no separator, no "..", not hidden) and short enough for any file system.
+NAME_RULE = re.compile(r"(?!\.)(?!.*\.\.)[A-Za-z0-9._-]{1,100}")
+NAME_ALLOWED = ("ASCII letters, digits and - _ . (not starting with '.', no '..'), at most 100 "
+                "characters")
+
+
+def _study_name(raw: dict, default_name: str, problems: list[Problem]) -> str:
+    """``name:``, else the study file's stem; a problem at ``name`` when it is no name."""
+    given = raw.get("name")
+    if given is None:
+        if not NAME_RULE.fullmatch(default_name):
+            problems.append(Problem(
+                "name", f"the study is named after its file, and {default_name!r} is not a "
+                "study name: set `name:` in the study file", has_given=False,
+                allowed=NAME_ALLOWED))
+        return default_name
+    before = len(problems)
+    name = parse_field(raw, "name", Text(optional=True), default_name, "name", problems)
+    if len(problems) == before and not NAME_RULE.fullmatch(name):
+        problems.append(Problem("name", "not a study name: it names the study's folder under "
+                                "--study-root and its MLflow experiment", name, NAME_ALLOWED))
+    return name
 
 #: Top-level keys besides name, seed and the sections.
 TOP_LEVEL = ("trainable", "code")

@@ -11,6 +11,7 @@ import fnmatch
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -21,8 +22,9 @@ from hpo.config.spec import Spec
 from hpo.errors import InputError, RunError
 from hpo.execution import _ray_private
 
-__all__ = ["WARM_WORKERS", "await_warm_workers", "code_runtime_env", "concurrent_trials", "prestart_warm_workers",
-           "quiet_libraries", "start_ray", "warm_pool_started"]
+__all__ = ["WARM_WORKERS", "await_warm_workers", "check_reachable", "code_runtime_env",
+           "concurrent_trials", "prestart_warm_workers", "quiet_libraries", "start_ray",
+           "warm_pool_started"]
 
 # Ray Tune's per-trial CSV/JSON/TensorBoard loggers: the driver's MLflow callback replaces them.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -78,6 +80,7 @@ def start_ray(address: str | None, *, study: Spec | None = None) -> bool:
     kwargs: dict[str, Any] = dict(
         logging_level=logging.ERROR, log_to_driver=False, configure_logging=True
     )
+    check_reachable(address)
     try:
         if address:
             env = code_runtime_env(study) if study is not None else None
@@ -93,6 +96,39 @@ def start_ray(address: str | None, *, study: Spec | None = None) -> bool:
     except ConnectionError as exc:
         raise RunError(_connect_error(address, exc)) from None
     return not address
+
+
+#: How long a cluster's head has to accept a connection: ray.init itself retries for minutes.
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_reachable(address: str | None, *, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail fast, naming the address, when a cluster's ``host:port`` (``address``, else
+    RAY_ADDRESS) accepts no connection: Ray would retry for long with warnings about another
+    address. Imports no Ray, so it runs before anything of the study is written.
+
+    ``auto``, ``local`` and client addresses (``ray://...``) are left to Ray: they are no
+    address of the cluster's head to try here.
+    """
+    given, source = "--address", ""
+    if not address:
+        address = os.environ.get("RAY_ADDRESS") or None
+        given, source = "RAY_ADDRESS", " (from RAY_ADDRESS)"
+    if not address or address in ("auto", "local") or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [IPv6]:port
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"{given} {address!r}: not a Ray cluster address (allowed: "
+                         f"host:port of the cluster's head, e.g. 10.0.0.5:6379; auto; local; "
+                         f"ray://host:port for Ray Client)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise RunError(f"cannot reach the Ray cluster at {address!r}{source}: {reason} (tried "
+                       f"for up to {timeout:g} s); check the address, and that the cluster's "
+                       f"head node runs (`ray status` on it)") from None
 
 
 #: The most of the user's code a study ships to a cluster (Ray's own limit is 500 MiB): past
@@ -115,6 +151,8 @@ def code_runtime_env(study: Spec) -> dict[str, Any] | None:
     folder = _code_folder(base, study.code) if study.code else base
     size = _code_size(folder)
     if size > CODE_LIMIT_BYTES:
+        if folder != base:  # the code: folder gathered above
+            shutil.rmtree(folder, ignore_errors=True)
         raise InputError(
             f"code: {base} holds {size / 2**20:.0f} MiB to send to the cluster's workers (at "
             f"most {CODE_LIMIT_BYTES / 2**20:.0f} MiB): list the files and folders of your "
@@ -123,16 +161,20 @@ def code_runtime_env(study: Spec) -> dict[str, Any] | None:
 
 
 def _code_folder(base: Path, paths: tuple[str, ...]) -> Path:
-    """A temporary folder with copies of ``paths`` (relative to ``base``) at its top, where
-    a worker imports them as it would from the study file's folder."""
+    """A temporary folder with copies of ``paths`` (relative to ``base``) where they stand
+    relative to it, so a worker imports ``lib.train`` for ``lib/train.py`` as it would from the
+    study file's folder; a path outside ``base`` goes to the top by its name."""
     folder = Path(tempfile.mkdtemp(prefix=CODE_PREFIX))
     for path in paths:
-        source = base / path
+        source, relative = base / path, Path(path)
+        inside = not relative.is_absolute() and ".." not in relative.parts
+        target = folder / (relative if inside else source.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
-            shutil.copytree(source, folder / source.name,
-                            ignore=shutil.ignore_patterns(*CODE_EXCLUDES))
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns(*CODE_EXCLUDES),
+                            dirs_exist_ok=True)
         else:
-            shutil.copy2(source, folder / source.name)
+            shutil.copy2(source, target)
     return folder
 
 

@@ -6,6 +6,7 @@ Each table is built once and rendered either for the terminal or as markdown.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -137,14 +138,18 @@ def final_report(result: Any, top: int = 5) -> str:
 
 
 def _ui_command(uri: str) -> str:
-    """``mlflow ui ...`` with the path of this environment's mlflow, as the user can type it."""
-    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    """``hpo ui ...`` as the user can type it: plain ``hpo`` where it is this environment's on
+    the PATH, else its path (``.venv/bin/hpo``), as the README writes it."""
     command = ui_command(uri)
-    if command.startswith("mlflow ") and mlflow_bin.exists():
-        relative = os.path.relpath(mlflow_bin)
-        shown = relative if not relative.startswith("..") else str(mlflow_bin)
-        command = f"{shown} {command[len('mlflow '):]}"
-    return command
+    hpo_bin = Path(sys.executable).parent / "hpo"
+    if not command.startswith("hpo ") or not hpo_bin.exists():
+        return command
+    on_path = shutil.which("hpo")
+    if on_path is not None and Path(on_path).resolve() == hpo_bin.resolve():
+        return command
+    relative = os.path.relpath(hpo_bin)
+    shown = relative if not relative.startswith("..") else str(hpo_bin)
+    return f"{shown} {command[len('hpo '):]}"
 
 
 def description(spec: Spec, best: TrialRecord, counts: dict[str, int], rounds: int) -> str:

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Union
 
+from models.fields import number_text_hint
+
 __all__ = [
     "Categorical",
     "Distribution",
@@ -49,7 +51,9 @@ class Numeric(Distribution):
         for name in ("low", "high"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"`{name}` must be a number, but got {value!r}.")
+                hint = number_text_hint(value, integer=self.integer)
+                raise ValueError(f"`{name}` must be a number, but got {value!r}"
+                                 f"{': ' + hint if hint else ''}.")
             if not math.isfinite(value):
                 raise ValueError(f"`{name}` must be finite, but got {value!r}.")
             if self.integer and int(value) != value:

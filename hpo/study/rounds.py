@@ -47,6 +47,8 @@ def run_rounds(study: Study, data_ref: Any, num_classes: int) -> Rounds:
     spec = study.spec
     ranges = spec.distributions()
     rounds_total = spec.search.rounds if ranges else 1
+    if not ranges:
+        _say_fixed(study)
     out = Rounds()
     for k in range(1, rounds_total + 1):
         before = study.past.rounds.get(k) if study.past else None
@@ -73,6 +75,20 @@ def run_rounds(study: Study, data_ref: Any, num_classes: int) -> Rounds:
             return out
         ranges = next_ranges
     return out
+
+
+def _say_fixed(study: Study) -> None:
+    """Say that a study with nothing searched runs one trial (the same configuration from the
+    same seed would train the same network again), unless the study file asked for just that."""
+    search = study.spec.search
+    parts = []
+    if search.trials_per_round > 1:
+        parts.append(f"one trial per round (search.trials_per_round {search.trials_per_round} "
+                     f"does not apply)")
+    if search.rounds > 1:
+        parts.append(f"one round (search.rounds {search.rounds} does not apply)")
+    if parts:
+        study.say("nothing is searched: " + " and ".join(parts))
 
 
 def _ranges_from(forms: dict[str, Any]) -> dict[str, Distribution]:

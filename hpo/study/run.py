@@ -6,6 +6,7 @@ the journal (tracking), the tables (report). Each step below takes the one ``Stu
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from hpo.errors import InputError, RunError
 from hpo.report.study import description, final_report, markdown_report
 from hpo.study.babysit import sanity_gate
 from hpo.study.context import Study, study_dir_for
+from hpo.study.lock import StudyLock
 from hpo.study.resume import drop_unjournaled_runs, fingerprint, resumable
 from hpo.study.rounds import Rounds, RoundSummary, run_rounds
 from hpo.tracking.journal import Journal
@@ -86,11 +88,21 @@ def run_study(
     """
     import ray
 
-    from hpo.execution.cluster import start_ray
+    from hpo.execution.cluster import check_reachable, start_ray
 
     data = prepare(spec)  # input errors (exit 2) before anything is logged
-    study = _open(spec, data, tracking_uri=tracking_uri, quiet=quiet, resume=resume,
-                  study_root=study_root)
+    check_reachable(address)  # ray.init would retry for minutes, after the study run is written
+    lock = StudyLock(_study_folder(spec, study_root)).acquire()  # one driver per study
+    try:
+        if address or os.environ.get("RAY_ADDRESS"):
+            # A cluster may still refuse this driver (a wrong token, no Ray there): before the
+            # study run and journal are written. A Ray started here starts after _open's checks.
+            start_ray(address, study=spec)
+        study = _open(spec, data, tracking_uri=tracking_uri, quiet=quiet, resume=resume,
+                      study_root=study_root)
+    except BaseException:
+        lock.release()
+        raise
     started_ray, status = False, "FAILED"
     try:
         # Ray first: the trial workers it starts import torch while the sanity checks run.
@@ -111,9 +123,12 @@ def run_study(
         status = "KILLED"
         raise
     finally:
-        study.tracker.end_run(study.run_id, status)
-        if started_ray:
-            ray.shutdown()
+        try:
+            study.tracker.end_run(study.run_id, status)
+            if started_ray:
+                ray.shutdown()
+        finally:
+            lock.release()
 
 
 def _no_sanity_checks(spec: Spec, data: Dataset | TorchData | None) -> str | None:
@@ -150,7 +165,7 @@ def prepare(spec: Spec) -> Dataset | TorchData | None:
 def _open(spec: Spec, data: Dataset | None, *, tracking_uri: str | None, quiet: bool, resume: bool,
           study_root: str | Path) -> Study:
     """The study's store, journal and MLflow run: new, or the interrupted one's with --resume."""
-    folder = study_dir_for(spec, study_root)
+    folder = _study_folder(spec, study_root)  # it is emptied below: never outside the root
     journal = Journal(folder / "journal.jsonl")
     past = resumable(spec, journal, folder) if resume else None
     tracker = Tracker(resolve_tracking_uri(tracking_uri, spec.tracking.uri), spec.name)
@@ -176,6 +191,19 @@ def _open(spec: Spec, data: Dataset | None, *, tracking_uri: str | None, quiet: 
         tracker.set_tags(study.run_id, {"hpo.resumed": "true"})
         drop_unjournaled_runs(tracker, past)
     return study
+
+
+def _study_folder(spec: Spec, study_root: str | Path) -> Path:
+    """The study's folder, which must lie inside ``study_root``: a new study empties parts of
+    it. The name rule keeps ``name`` a single name; a link can still lead elsewhere."""
+    folder = study_dir_for(spec, study_root)
+    root, real = Path(study_root).resolve(), folder.resolve()
+    if real == root or not real.is_relative_to(root):
+        raise InputError(f"study folder {folder} leads to {real}, outside --study-root {root}: "
+                         f"hpo deletes and overwrites files in a study folder, so it must lie "
+                         f"inside the study root; remove the link, or choose another "
+                         f"--study-root or name")
+    return folder
 
 
 def _conclude(study: Study, data: Dataset, rounds: Rounds, sanity: list[Any] | None

@@ -1,18 +1,27 @@
 """The study folder's journal: what ``--resume`` reads.
 
 Append-only JSON lines, one per event (study start, sanity, round start/end, trial start/end),
-each flushed and fsynced, so a driver killed at any instant leaves a readable prefix and an
-event costs O(1) however long the study is. ``replay`` folds the lines into the study's state.
+each written with one ``write`` and fsynced, so a driver killed at any instant leaves a readable
+prefix and an event costs O(1) however long the study is. ``replay`` folds the lines into the
+study's state.
+
+A kill or a full disk mid-write leaves a torn last line (a prefix of its event, without the
+newline): replay drops it and cuts it off the file, and so does the first append of a journal
+not replayed, so the next event starts on a line of its own. A bad line with lines after it is
+no torn write but damage, and an input error naming the file and line: a study resumed from a
+journal that silently stopped there would be a different study.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpo.errors import InputError
 from hpo.trial.record import TrialRecord, jsonable
 
 __all__ = ["Journal", "JournalState", "RoundState"]
@@ -46,32 +55,94 @@ class JournalState:
 class Journal:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        # append (the round writer's thread) and replay (the driver) never see half a line
+        self._lock = threading.Lock()
+        self._whole = False  # the file is known to end with a whole line: read or written here
 
     def exists(self) -> bool:
         return self.path.exists() and self.path.stat().st_size > 0
 
     def reset(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("")
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_bytes(b"")
+            self._whole = True
 
     def append(self, event: str, **data: Any) -> None:
-        line = json.dumps({"event": event, **jsonable(data)}, allow_nan=True)
-        with open(self.path, "a") as fh:
-            fh.write(line + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        line = (json.dumps({"event": event, **jsonable(data)}, allow_nan=True) + "\n").encode()
+        with self._lock:
+            if not self._whole:
+                self._read()  # cuts off a torn last line, so this event starts a line
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                self._whole = False  # until the whole line is on disk
+                written = os.write(fd, line)  # one write: the line whole, or a torn last line
+                while written < len(line):  # a regular file writes short only when disk is full
+                    written += os.write(fd, line[written:])
+                os.fsync(fd)
+                self._whole = True
+            finally:
+                os.close(fd)
 
     def replay(self) -> JournalState:
+        """The study's state from the journal; a torn last line is dropped and cut off the
+        file. Raises InputError naming the file and line of damage elsewhere."""
+        with self._lock:
+            return self._read()
+
+    def _read(self) -> JournalState:
         state = JournalState()
-        if not self.path.exists():
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
             return state
-        for line in self.path.read_text().splitlines():
+        *lines, tail = data.split(b"\n")  # tail: bytes after the last newline, a torn write
+        good = 0  # bytes of whole, good lines
+        for number, raw in enumerate(lines, start=1):
             try:
-                item = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a kill: the rest is unwritten
-                break
-            _apply(state, item)
+                item = _event(raw)
+            except ValueError as bad:
+                if number == len(lines) and not tail:  # the last line: a torn write
+                    break  # (a crash can leave zeros, newline included, where it was cut)
+                raise InputError(self._damaged(number, str(bad))) from None
+            kind = item["event"]
+            try:
+                _apply(state, item)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise InputError(self._damaged(
+                    number, f"a {kind!r} event that does not fit the events "
+                    f"before it ({type(exc).__name__}: {exc})",
+                    last=number == len(lines) and not tail)) from None
+            good += len(raw) + 1
+        if good < len(data):
+            with open(self.path, "r+b") as fh:
+                fh.truncate(good)
+                fh.flush()
+                os.fsync(fh.fileno())
+        self._whole = True
         return state
+
+    def _damaged(self, number: int, why: str, *, last: bool = False) -> str:
+        after = "" if last else ", with lines after it, so no write cut short by a kill"
+        return (f"{self.path}:{number}: the study journal is damaged: {why}{after}. --resume "
+                f"cannot go on from it: run without --resume to start the study again (this "
+                f"overwrites the journal)")
+
+
+def _event(raw: bytes) -> dict[str, Any]:
+    """One line's event; ValueError saying what is wrong with it."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                         f"{exc.start + 1})") from None
+    try:
+        item = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc.msg}, column {exc.colno}") from None
+    if not isinstance(item, dict) or not isinstance(item.get("event"), str):
+        raise ValueError("not a journal event (a JSON object with an \"event\")")
+    return item
 
 
 def _apply(state: JournalState, item: dict[str, Any]) -> None:

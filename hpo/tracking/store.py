@@ -4,24 +4,41 @@ Trials never talk to MLflow: a Ray Tune callback hands their results to ``Tracke
 writer thread of its own), which writes them with ``log_batch``: a trial's start is a new run and
 its parameters, its end one batch of every epoch's metrics and its tags, then its status. So
 tracking costs four writes per trial, not per epoch, and Tune's loop never waits for them.
+
+``serve_ui`` runs the MLflow UI on a store for ``hpo ui``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
-from collections.abc import Mapping
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpo.errors import TrackingUnreachable
+from hpo.errors import InputError, RunError, TrackingUnreachable
 
-__all__ = ["Tracker", "resolve_tracking_uri", "ui_command"]
+__all__ = ["Tracker", "resolve_tracking_uri", "runs_url", "serve_ui", "ui_command"]
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 _MAX_PARAM_LEN = 6000
+#: MLflow 3's UI shows an experiment as "GenAI" (traces, an overview of LLM calls) or as
+#: "Model training" (the runs table); this experiment tag names the kind, for the UIs that read it.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+#: Seconds ``serve_ui`` gives the UI to stop after a signal before it kills what is left.
+UI_STOP_GRACE_S = 1.5
 
 
 def resolve_tracking_uri(cli_uri: str | None, spec_uri: str | None) -> str:
@@ -30,9 +47,21 @@ def resolve_tracking_uri(cli_uri: str | None, spec_uri: str | None) -> str:
 
 
 def ui_command(uri: str) -> str:
+    """How to look at a study logged to ``uri``: ``open URI`` for a server, else ``hpo ui``
+    (naming the store unless it is the default, which ``hpo ui`` opens by itself)."""
     if uri.startswith(("http://", "https://")):
         return f"open {uri}"
-    return f"mlflow ui --backend-store-uri {uri}"
+    return "hpo ui" if uri == DEFAULT_URI else f"hpo ui --tracking-uri {shlex.quote(uri)}"
+
+
+def runs_url(base_url: str, experiment_id: str) -> str:
+    """The experiment's runs table (study -> rounds -> trials) in the UI's "Model training" view.
+
+    MLflow 3.17's UI takes that view from this URL parameter, else from a switch it keeps in the
+    browser ("GenAI" until flipped); it does not read the experiment's kind tag.
+    """
+    base = base_url.rstrip("/")
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def _param_value(value: Any) -> str:
@@ -83,13 +112,19 @@ class Tracker:
             ) from None
 
     def ensure_experiment(self) -> str:
+        """The study's experiment, created or reused (restored if deleted), marked as model
+        training so that a UI that reads the kind opens it on its runs, not on GenAI traces."""
         exp = self.client.get_experiment_by_name(self.experiment_name)
         if exp is None:
-            self.experiment_id = self.client.create_experiment(self.experiment_name)
+            self.experiment_id = self.client.create_experiment(
+                self.experiment_name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         else:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
             self.experiment_id = exp.experiment_id
+            if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+                self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG,
+                                               EXPERIMENT_KIND)
         return self.experiment_id
 
     # -- runs ---------------------------------------------------------------------------------
@@ -156,3 +191,141 @@ class Tracker:
 
     def log_figure(self, run_id: str, figure: Any, name: str) -> None:
         self.client.log_figure(run_id, figure, name)
+
+
+# -- the UI -----------------------------------------------------------------------------------
+
+
+def serve_ui(uri: str, *, host: str, port: int, say: Callable[[str], None]) -> int:
+    """Run the MLflow UI on the store ``uri`` until SIGINT (Ctrl-C), SIGTERM or SIGHUP; 0 then.
+
+    ``mlflow ui`` answered after ~40 s on 2 cores and took ~25 s to exit: it imports MLflow
+    (~5 s) only to start a second Python that imports it again, with 4 server workers and a job
+    runner of 7 processes (GenAI evaluation jobs) beside it. Here one Python serves the same app
+    with one worker and no job runner (``_serve_here``): ~4 s to answer on an idle machine. It
+    runs in its own process group: a stop asks it to end (SIGINT), and what is left after
+    ``UI_STOP_GRACE_S`` is killed, so nothing outlives ``hpo ui``. Says when the UI answers,
+    with a link to each experiment's runs table. A UI that stops by itself (its port taken, a
+    store it cannot open) is a RunError; a port already taken is an InputError, found before.
+    """
+    if not _can_listen(host, port):
+        raise InputError(f"--port {port}: the port is taken on {host} (another MLflow UI?); "
+                         f"pass --port with a free one")
+    base = f"http://{_url_host(host)}:{port}"
+    say(f"MLflow UI starting on {base} (store {uri}); Ctrl-C stops it")
+    command = [sys.executable, "-c", "import sys; from hpo.tracking.store import _serve_here; "
+               "_serve_here(sys.argv[1], sys.argv[2], int(sys.argv[3]))", uri, host, str(port)]
+    stop = threading.Event()
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
+    started = time.monotonic()
+    process = subprocess.Popen(command, start_new_session=True)
+    try:
+        ready = False
+        while process.poll() is None and not stop.is_set():
+            if not ready and _answers(base):
+                ready = True
+                say(f"MLflow UI ready after {time.monotonic() - started:.1f} s: {base}")
+                for name, experiment_id in _experiments(base):
+                    say(f"  {name}: {runs_url(base, experiment_id)}")
+            stop.wait(0.2)
+    finally:
+        _stop_group(process)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stop.is_set() or process.returncode == 0:
+        return 0
+    raise RunError(f"the MLflow UI stopped with exit code {process.returncode} (its output is "
+                   f"above); if port {port} is taken, pass --port")
+
+
+def _serve_here(uri: str, host: str, port: int) -> None:
+    """What ``mlflow ui --workers 1`` serves, in this process (``serve_ui`` starts one for it).
+
+    It does what ``mlflow ui`` does before it starts its server: it names the stores and the
+    artifact proxy (``./mlartifacts``, served as ``mlflow-artifacts:/``) in the environment
+    variables the app reads (MLflow's internal ``mlflow.server.constants``) and opens the stores
+    (making a new sqlite file's tables); then it runs the same FastAPI app on uvicorn, in this
+    process. No job runner: nothing here starts GenAI evaluation jobs.
+    """
+    import warnings
+
+    warnings.simplefilter("ignore")  # the app's imports warn about their own dependencies
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    import uvicorn
+    from mlflow.server import constants
+    from mlflow.server.handlers import initialize_backend_stores
+
+    artifact_root = "mlflow-artifacts:/"
+    os.environ.update({
+        constants.BACKEND_STORE_URI_ENV_VAR: uri,
+        constants.REGISTRY_STORE_URI_ENV_VAR: uri,
+        constants.ARTIFACT_ROOT_ENV_VAR: artifact_root,
+        constants.SERVE_ARTIFACTS_ENV_VAR: "true",
+        constants.ARTIFACTS_DESTINATION_ENV_VAR: os.path.abspath("mlartifacts"),
+    })
+    initialize_backend_stores(uri, uri, artifact_root)
+    uvicorn.run("mlflow.server.fastapi_app:app", host=host, port=port, workers=1,
+                log_level="warning")
+
+
+def _can_listen(host: str, port: int) -> bool:
+    """Whether the server could listen on ``host:port`` (as uvicorn does: SO_REUSEADDR, so a
+    port a stopped UI left in TIME_WAIT counts as free); True when ``host`` does not resolve,
+    which the server then reports itself."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port,
+                                                             type=socket.SOCK_STREAM)[0]
+    except OSError:
+        return True
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError:
+            return False
+    return True
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"  # listening on every address: this machine's is one of them
+    return f"[{host}]" if ":" in host else host
+
+
+def _answers(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base}/health", timeout=0.5) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _experiments(base: str, limit: int = 20) -> list[tuple[str, str]]:
+    """(name, id) of the store's experiments, most recently updated first, without MLflow's
+    empty "Default"; [] when the server does not say."""
+    body = json.dumps({"max_results": limit, "order_by": ["last_update_time DESC"]}).encode()
+    request = urllib.request.Request(f"{base}/api/2.0/mlflow/experiments/search", data=body,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            found = json.load(response).get("experiments", [])
+    except (urllib.error.URLError, OSError, ValueError):
+        return []
+    return [(e["name"], e["experiment_id"]) for e in found if e.get("experiment_id") != "0"]
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGINT to the server (one is a graceful shutdown; a second would cut it short), then
+    SIGKILL to whatever of its process group is left after the grace period."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=UI_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # its own session: the group is the UI's alone
+    except ProcessLookupError:
+        pass
+    process.wait()

@@ -147,11 +147,22 @@ def test_code_that_leaves_the_data_behind_fits_under_the_limit(study_folder, mon
 def test_listed_code_over_the_limit_is_refused_too(study_folder, monkeypatch, tmp_path):
     (study_folder / "helpers" / "table.bin").write_bytes(b"\0" * 5000)
     monkeypatch.setattr(cluster, "CODE_LIMIT_BYTES", 4096)
-    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # where the code: folder is made
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # the code: folder stays in tmp_path
     spec = _spec(study_folder, code=[f"{MODULE}.py", "helpers"])
 
     with pytest.raises(InputError, match="`code:`"):
         code_runtime_env(spec)
+
+
+def test_a_refused_code_folder_is_not_left_behind(study_folder, monkeypatch, tmp_path):
+    (study_folder / "helpers" / "table.bin").write_bytes(b"\0" * 5000)
+    monkeypatch.setattr(cluster, "CODE_LIMIT_BYTES", 4096)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # where the code: folder is made
+    spec = _spec(study_folder, code=[f"{MODULE}.py", "helpers"])
+
+    with pytest.raises(InputError):
+        code_runtime_env(spec)
+    assert not list(tmp_path.glob(f"{CODE_PREFIX}*"))
 
 
 def test_a_study_without_code_of_its_own_ships_nothing():

@@ -124,7 +124,7 @@ def test_best_yaml_is_logged_and_reproduces_the_best_trial(study):
 
     # the terminal: the best configuration, its accuracy, and how to open the UI
     assert f"val_accuracy = {best_acc:.4f}" in run.stdout
-    assert "mlflow ui --backend-store-uri" in run.stdout and "top " in run.stdout
+    assert f"hpo ui --tracking-uri {uri}" in run.stdout and "top " in run.stdout
 
     again = hpo("train", str(best_path), "--tracking-uri", uri, "--quiet", cwd=folder)
     assert again.returncode == 0, again.stderr

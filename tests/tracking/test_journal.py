@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+from hpo.errors import InputError
 from hpo.tracking.journal import Journal, JournalState, RoundState
 from hpo.trial.record import TrialRecord
 from hpo.trial.status import TrialStatus
@@ -96,8 +97,8 @@ def test_each_event_is_one_json_line_on_disk_at_once(journal):
 
 
 def test_a_line_cut_short_ends_the_replay_there(journal):
-    """A driver killed mid-write leaves a partial last line: what came before it counts, and
-    nothing after it is read (current behaviour: the replay stops at the first bad line)."""
+    """A driver killed mid-write leaves a partial last line: what came before it counts. A cut
+    line with lines after it is a damaged journal: an input error naming the file and line."""
     write_study(journal)
     full = journal.replay()
     text = journal.path.read_text()
@@ -108,9 +109,10 @@ def test_a_line_cut_short_ends_the_replay_there(journal):
     assert state.rounds.keys() == {1} and not state.rounds[1].done
     assert state.trials == {} and state.sanity_done and state.study_run_id == "s1"
 
-    # a cut line in the middle (a later append after a crash) still ends the replay there
+    assert state != full
     journal.path.write_text(cut + "\n" + "".join(lines[3:]))
-    assert journal.replay() == state != full
+    with pytest.raises(InputError, match=r"journal\.jsonl:4: the study journal is damaged"):
+        journal.replay()
 
 
 def test_a_rekeyed_trial_keeps_its_record_under_the_new_id(journal):

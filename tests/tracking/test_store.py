@@ -10,7 +10,15 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from hpo.errors import RunError, TrackingUnreachable
-from hpo.tracking.store import DEFAULT_URI, Tracker, resolve_tracking_uri, ui_command
+from hpo.tracking.store import (
+    DEFAULT_URI,
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    Tracker,
+    resolve_tracking_uri,
+    runs_url,
+    ui_command,
+)
 
 #: What Tracker sets in the environment (if unset): kept to this module.
 TRACKER_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
@@ -51,6 +59,26 @@ def test_the_experiment_is_made_once_and_restored_if_deleted(store_uri, client):
     client.delete_experiment(exp_id)
     assert Tracker(store_uri, "made-once").ensure_experiment() == exp_id
     assert client.get_experiment(exp_id).lifecycle_stage == "active"
+
+
+def test_every_experiment_hpo_makes_or_reuses_is_marked_model_training(store_uri, client):
+    """MLflow 3's UIs that read ``mlflow.experimentKind`` open such an experiment on its runs
+    (model training), not on GenAI traces: on a new experiment, on one made without the tag (a
+    store from before), and on a deleted one that a study brings back."""
+    made = Tracker(store_uri, "kind-new").ensure_experiment()
+    assert client.get_experiment(made).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    assert EXPERIMENT_KIND == "custom_model_development"  # the value MLflow's UI code knows
+
+    older = client.create_experiment("kind-older")
+    assert EXPERIMENT_KIND_TAG not in client.get_experiment(older).tags
+    assert Tracker(store_uri, "kind-older").ensure_experiment() == older
+    assert client.get_experiment(older).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+
+    gone = client.create_experiment("kind-deleted", tags={EXPERIMENT_KIND_TAG: "genai_development"})
+    client.delete_experiment(gone)
+    assert Tracker(store_uri, "kind-deleted").ensure_experiment() == gone
+    again = client.get_experiment(gone)
+    assert again.lifecycle_stage == "active" and again.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
 
 
 def test_runs_nest_under_their_parent_with_name_tags_and_params(tracker, client):
@@ -163,6 +191,15 @@ def test_the_tracking_uri_comes_from_the_flag_then_the_file_then_the_environment
     assert resolve_tracking_uri(None, None) == DEFAULT_URI == "sqlite:///mlflow.db"
 
 
-def test_ui_command_opens_a_server_or_serves_a_local_store():
+def test_ui_command_opens_a_server_or_serves_a_local_store_with_hpo_ui():
     assert ui_command("http://host:5000") == "open http://host:5000"
-    assert ui_command("sqlite:///x.db") == "mlflow ui --backend-store-uri sqlite:///x.db"
+    assert ui_command("https://host") == "open https://host"
+    assert ui_command(DEFAULT_URI) == "hpo ui"  # hpo ui's own default: nothing to name
+    assert ui_command("sqlite:///x.db") == "hpo ui --tracking-uri sqlite:///x.db"
+    assert ui_command("sqlite:////tmp/my runs/m.db") == (
+        "hpo ui --tracking-uri 'sqlite:////tmp/my runs/m.db'")  # as a shell reads it
+
+
+def test_the_runs_link_asks_for_the_model_training_view():
+    assert runs_url("http://127.0.0.1:5000/", "7") == (
+        "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning")

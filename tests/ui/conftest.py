@@ -79,6 +79,8 @@ class MlflowServer:
                    "--artifacts-destination", str(self.root / "artifacts"),
                    "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        # no job runner (7 huey processes for GenAI evaluation jobs): nothing here uses it
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         with open(self.log, "wb") as log:
             # its own session: stop() signals the server and the workers it forks, nothing else
             self.process = subprocess.Popen(command, cwd=self.root, env=env, stdout=log,

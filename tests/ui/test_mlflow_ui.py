@@ -1,9 +1,16 @@
 """End to end in a browser: a study logged to a real ``mlflow server``, looked at in its UI.
 
 A small study runs through ``hpo search --tracking-uri http://127.0.0.1:PORT``; headless
-Chromium then opens the experiment's runs page, finds the study run, expands it to its rounds
-and each round to its trials, and opens the study run's Artifacts tab. Screenshots of both pages
-land in ``test-artifacts/`` for the CI job to keep.
+Chromium then opens the experiment's runs page by the link ``hpo ui`` prints, finds the study
+run, expands it to its rounds and each round to its trials, shows the metric columns, and opens
+the study run's Artifacts tab. Screenshots of both pages land in ``test-artifacts/`` for the CI
+job to keep.
+
+MLflow 3.17's UI shows an experiment in its "GenAI" view (traces) or its "Model training" view
+(runs). It takes the view from the page's ``workflowType`` URL parameter, else from a switch the
+browser keeps (GenAI until the user flips it); the experiment's ``mlflow.experimentKind`` tag,
+which hpo sets, is not read. So the link ``hpo ui`` prints asks for the runs view, and the way
+from the root URL is an expected failure until MLflow reads the tag again.
 """
 
 from __future__ import annotations
@@ -11,7 +18,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from mlflow.tracking import MlflowClient
 from tests.fixtures.runs import runs_by_kind
+
+from hpo.tracking.store import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, runs_url
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +40,10 @@ ROUNDS, TRIALS = 2, 3
 #: What the study run's Artifacts tab lists at its top level.
 STUDY_ARTIFACTS = ("best.yaml", "report.md", "study.yaml", "model", "plots")
 #: Columns shown in the screenshot besides the defaults (metrics, params, tags by name).
-COLUMNS_ON = ("val_accuracy", "lr", "activation", "batchnorm", "hpo.status")
+COLUMNS_ON = ("val_accuracy", "train_accuracy", "gap", "lr", "activation", "batchnorm",
+              "hpo.status")
+#: Metric and status columns the runs table must show once chosen.
+METRIC_COLUMNS = ("val_accuracy", "train_accuracy", "gap", "hpo.status")
 COLUMNS_OFF = ("Dataset", "Source", "Models")
 
 
@@ -50,8 +63,15 @@ def logged_study(mlflow_server, hpo_search, tmp_path_factory):
 
 
 def runs_page(page, base_url: str, experiment_id: str) -> None:
-    """The experiment's runs table, in the "Model training" view (not the GenAI overview)."""
-    page.goto(f"{base_url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
+    """The experiment's runs table, in the "Model training" view (not the GenAI overview), by
+    the link ``hpo ui`` prints for it."""
+    page.goto(runs_url(base_url, experiment_id))
+
+
+def in_runs_view(page, experiment_id: str) -> bool:
+    """The page is the experiment's runs table in the "Model training" view."""
+    return bool(re.search(rf"#/experiments/{experiment_id}/runs\?(.*&)?"
+                          rf"workflowType=machine_learning", page.url))
 
 
 def close_assistant(page) -> None:
@@ -134,6 +154,10 @@ def test_experiment_page_shows_the_study_and_its_nested_trials(page, logged_stud
         for later in (j for j in trials if j > k):
             assert all(run_link(page, name).count() == 0 for name in trials[later])
     choose_columns(page, COLUMNS_ON, COLUMNS_OFF)
+    headers = page.get_by_role("columnheader")
+    for name in METRIC_COLUMNS:
+        headers.filter(has_text=re.compile(f"^{re.escape(name)}$")).first.wait_for()
+    assert in_runs_view(page, experiment_id), page.url  # never switched to the GenAI view
     best = kinds["study"][0].data.tags["hpo.best_trial"]
     best_run = next(t for t in kinds["trial"] if t.data.tags["hpo.trial"] == best)
     cells = row_cells(page, best_run.info.run_name)
@@ -162,6 +186,29 @@ def test_study_run_lists_its_artifacts(page, logged_study, artifacts_dir):
     tree.get_by_text("best.yaml", exact=True).first.click()
     page.get_by_text(re.compile(rf"name: {NAME}")).first.wait_for()
     page.screenshot(path=str(artifacts_dir / "mlflow-ui-artifacts.png"))
+
+
+def test_the_study_experiment_is_marked_model_training_over_http(logged_study):
+    server, experiment_id, _, _ = logged_study
+    tags = MlflowClient(tracking_uri=server.url).get_experiment(experiment_id).tags
+    assert tags.get(EXPERIMENT_KIND_TAG) == EXPERIMENT_KIND
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "MLflow 3.17's UI takes the GenAI / Model training view from the browser (GenAI until "
+    "flipped) and ignores the experiment's mlflow.experimentKind tag; strict: passes, and so "
+    "fails here, once an MLflow reads the tag again"))
+def test_from_the_root_url_the_study_opens_on_its_runs(page, logged_study, artifacts_dir):
+    """A fresh browser at the root URL, one click on the study's experiment: the runs table
+    with the study run on it, without switching views."""
+    server, experiment_id, _, _ = logged_study
+    page.goto(f"{server.url}/")
+    page.get_by_role("link", name=NAME, exact=True).first.click(timeout=90_000)
+    # wherever the UI sends an experiment first: its runs, or the GenAI overview or traces
+    page.wait_for_url(re.compile(rf"#/experiments/{experiment_id}/(runs|overview|traces)"))
+    page.screenshot(path=str(artifacts_dir / "mlflow-ui-from-root.png"))
+    assert in_runs_view(page, experiment_id), f"opened on {page.url}"
+    run_link(page, NAME).wait_for()
 
 
 def test_quiet_search_against_a_server_prints_only_its_result(logged_study):
