@@ -126,3 +126,27 @@ def test_a_trainable_study_validates_with_keys_of_its_own(folder, capsys):
     assert printed["trainable"] == "myloop:fit" and "data" not in printed
     assert printed["model"] == {"width": {"logint": [8, 64]}, "kind": "wide"}
     assert "4 searched" not in err and "width, lr" in err
+
+
+def test_a_loader_with_mismatched_lengths_fails_before_anything_is_logged(folder, capsys):
+    study = {"name": "own-loader", "data": {"source": "python", "loader": "mydata:load"},
+             "train": {"epochs": 1}, "search": {"rounds": 1, "trials_per_round": 1}}
+    path = _study(folder, study, mydata="""
+        import numpy as np
+
+        def load(config):
+            return {"x_train": np.zeros((600, 2)), "y_train": np.zeros(599, dtype=int)}
+    """)
+    code, err = _run(capsys, "search", str(path), "--tracking-uri",
+                     f"sqlite:///{folder / 'mlflow.db'}", "--study-root", str(folder / "runs"))
+    assert code == 2
+    assert "data.loader mydata:load: x_train has 600 rows but y_train 599" in err
+    assert not (folder / "runs").exists() and not (folder / "mlflow.db").exists()
+
+
+def test_a_loader_that_does_not_import_is_named_at_validate(folder, capsys):
+    study = {"name": "own-loader", "data": {"source": "python", "loader": "mydata:load"}}
+    path = _study(folder, study, mydata="raise RuntimeError('no data today')\n")
+    code, err = _run(capsys, "validate", str(path))
+    assert code == 2
+    assert "data.loader: cannot import module 'mydata': RuntimeError: no data today" in err
