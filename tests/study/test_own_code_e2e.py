@@ -1,12 +1,17 @@
 """Your own code, end to end: the shipped studies of each level, and a trainable that breaks.
 
-The studies run in-process through the Python API (``hpo.search``) on one Ray session shared by
-the module; the user's modules sit beside their study files and are installed nowhere.
+Each study runs through the Python API (``hpo.search``) in a Python process of its own, as a
+user's script would, on the local Ray it starts; the user's modules sit beside their study files
+and are installed nowhere.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -14,7 +19,6 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-import hpo
 from tests.fixtures.cli import run_hpo
 from tests.fixtures.runs import runs_by_kind
 
@@ -24,29 +28,50 @@ ROOT = Path(__file__).resolve().parents[2]
 SPACES = ROOT / "search_spaces"
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    """One local Ray for every study of the module (run_study leaves a Ray it did not start)."""
-    import ray
+# A user's script: hpo.search on a study (cut down where asked), its result as JSON.
+SCRIPT = textwrap.dedent("""
+    import dataclasses, json, sys
+    import hpo
 
-    mp = pytest.MonkeyPatch()
-    mp.setenv("RAY_AUTH_MODE", "disabled")
-    from hpo.execution.cluster import start_ray
+    path, uri, root, trials, epochs = sys.argv[1:6]
+    spec = hpo.load_spec(path)
+    if trials != "-":
+        spec = dataclasses.replace(
+            spec, search=dataclasses.replace(spec.search, trials_per_round=int(trials)),
+            train={**spec.train, "epochs": int(epochs)})
+    result = hpo.search(spec, tracking_uri=uri, quiet=True, study_root=root)
+    metric = result.spec.search.metric
+    print(json.dumps({
+        "metric": metric, "best_metric": result.best_metric,
+        "ranked": [t.metric(metric) for t in result.trials],
+        "best_config": {k: list(v) if isinstance(v, tuple) else v
+                        for k, v in result.best_config.items()},
+        "best_run": result.best.run_id, "run_id": result.run_id, "folder": str(result.folder),
+        "records": [{k: list(v) if isinstance(v, tuple) else v for k, v in r.params.items()}
+                    for r in result.records],
+        "sanity": None if result.sanity is None else [c.passed for c in result.sanity],
+        "activations": bool(result.final and result.final.activations)}))
+""")
 
-    start_ray(None)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        mp.undo()
 
-
-@pytest.fixture(scope="module")
-def friedman(ray_session, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("friedman")
+def search(path: Path, folder: Path, *, trials: int | None = None,
+           epochs: int | None = None) -> tuple[str, dict]:
+    """``hpo.search`` on the study file ``path`` in a process of its own; (MLflow URI, result)."""
+    script = folder / "search.py"
+    script.write_text(SCRIPT)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    result = hpo.search(SPACES / "own_loop" / "friedman.yaml", tracking_uri=uri, quiet=True,
-                        study_root=folder / "runs")
+    run = subprocess.run([sys.executable, str(script), str(path), uri, str(folder / "runs"),
+                          str(trials or "-"), str(epochs or "-")], cwd=folder,
+                         capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    return uri, json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def friedman(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("friedman")
+    uri, result = search(SPACES / "own_loop" / "friedman.yaml", folder)
     return folder, uri, result
 
 
@@ -54,14 +79,14 @@ def test_a_whole_loop_of_the_users_own_is_searched_coarse_to_fine(friedman):
     folder, uri, result = friedman
     kinds = runs_by_kind(uri, "own-loop-friedman")
     assert len(kinds["round"]) == 2 and len(kinds["trial"]) == 16
-    assert result.spec.search.metric == "val_rmse" and result.best_metric < 0.6
-    assert result.best_metric == min(t.metric("val_rmse") for t in result.trials)
-    assert set(result.best_config) == {"samples", "epochs", "batch_size", "width", "depth", "lr",
-                                       "weight_decay"}
-    assert result.folder == folder / "runs" / "own-loop-friedman"
-    best = yaml.safe_load((result.folder / "best.yaml").read_text())
+    assert result["metric"] == "val_rmse" and result["best_metric"] < 0.6
+    assert result["best_metric"] == min(result["ranked"]) == result["ranked"][0]
+    assert set(result["best_config"]) == {"samples", "epochs", "batch_size", "width", "depth",
+                                          "lr", "weight_decay"}
+    assert Path(result["folder"]) == folder / "runs" / "own-loop-friedman"
+    best = yaml.safe_load((Path(result["folder"]) / "best.yaml").read_text())
     assert best["trainable"] == "friedman:fit" and best["model"]["width"] == \
-        result.best_config["width"]
+        result["best_config"]["width"]
 
 
 def test_the_users_metrics_and_the_gap_reach_mlflow_per_epoch(friedman):
@@ -82,10 +107,10 @@ def test_the_users_metrics_and_the_gap_reach_mlflow_per_epoch(friedman):
 
 def test_the_best_configuration_trains_again_with_hpo_train(friedman):
     folder, uri, result = friedman
-    run = run_hpo("train", str(result.folder / "best.yaml"), "--tracking-uri", uri,
+    run = run_hpo("train", str(Path(result["folder"]) / "best.yaml"), "--tracking-uri", uri,
                   cwd=SPACES / "own_loop")
     assert run.returncode == 0, run.stderr
-    assert f"val_rmse {result.best_metric:.4f} after 15 epoch(s) (ok)" in run.stdout
+    assert f"val_rmse {result['best_metric']:.4f} after 15 epoch(s) (ok)" in run.stdout
 
 
 BROKEN = """
@@ -105,7 +130,7 @@ BROKEN = """
 
 
 @pytest.fixture(scope="module")
-def broken(ray_session, tmp_path_factory):
+def broken(tmp_path_factory):
     folder = tmp_path_factory.mktemp("broken")
     (folder / "broken_loop.py").write_text(textwrap.dedent(BROKEN))
     study = {"name": "own-broken", "seed": 2, "trainable": "broken_loop:fit",
@@ -115,10 +140,7 @@ def broken(ray_session, tmp_path_factory):
                         "trials_per_round": 12, "max_failures": 0},
              "gap": {"threshold": 0.2}}
     (folder / "study.yaml").write_text(yaml.safe_dump(study))
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    result = hpo.search(folder / "study.yaml", tracking_uri=uri, quiet=True,
-                        study_root=folder / "runs")
-    return uri, result
+    return search(folder / "study.yaml", folder)
 
 
 def test_a_trial_that_breaks_the_contract_fails_and_the_study_goes_on(broken):
@@ -128,7 +150,7 @@ def test_a_trial_that_breaks_the_contract_fails_and_the_study_goes_on(broken):
     for t in trials:
         by_kind.setdefault(t.data.params["kind"], []).append(t)
     assert set(by_kind) == {"ok", "raise", "silent", "explode"}, "seed 2 samples every kind"
-    assert len(trials) == 12 and result.best.params["kind"] == "ok"
+    assert len(trials) == 12 and result["best_config"]["kind"] == "ok"
     for t in by_kind["raise"]:
         assert t.info.status == "FAILED" and t.data.tags["hpo.status"] == "failed"
         assert "the user's loop broke" in t.data.tags["hpo.error"]
@@ -141,44 +163,38 @@ def test_a_trial_that_breaks_the_contract_fails_and_the_study_goes_on(broken):
     for t in by_kind["ok"]:  # train_score 0.25 above val_score: overfitting at threshold 0.2
         assert t.data.tags["hpo.status"] == "overfitting"
         assert t.data.metrics["gap"] == pytest.approx(0.25)
-    assert math.isclose(result.best_metric, max(t.data.metrics["val_score"]
+    assert math.isclose(result["best_metric"], max(t.data.metrics["val_score"]
                                                  for t in by_kind["ok"]))
 
 
-def _shipped(name: str, *, trials: int, epochs: int):
-    """A shipped study file, its search cut down: rounds of ``trials``, ``epochs`` each."""
-    import dataclasses
-
-    spec = hpo.load_spec(SPACES / name)
-    return dataclasses.replace(
-        spec, search=dataclasses.replace(spec.search, trials_per_round=trials),
-        train={**spec.train, "epochs": epochs})
-
-
-def test_a_network_of_the_users_own_is_trained_by_hpos_loop(ray_session, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = hpo.search(_shipped("own_model/resnet.yaml", trials=4, epochs=3), tracking_uri=uri,
-                        quiet=True, study_root=tmp_path / "runs")
-    assert result.best_metric > 0.8
-    assert result.sanity and all(check.passed for check in result.sanity)
+def test_a_network_of_the_users_own_is_trained_by_hpos_loop(tmp_path):
+    uri, result = search(SPACES / "own_model" / "resnet.yaml", tmp_path, trials=4, epochs=3)
+    assert result["best_metric"] > 0.8
+    assert result["sanity"] and all(result["sanity"])
     client = MlflowClient(tracking_uri=uri)
-    best = client.get_run(result.best.run_id)
+    best = client.get_run(result["best_run"])
     assert best.data.params["builder"] == "resnet:build" and "depth" in best.data.params
     # the residual blocks' activations come from models.activation: their statistics too
     assert any(key.startswith("act.layer") for key in best.data.metrics)
-    assert result.final is not None and result.final.activations
-    assert client.list_artifacts(result.run_id, "model")  # the best network, logged by MLflow
+    assert result["activations"]
+    import mlflow  # a logged model's folder resolves through the global tracking URI
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        files = {f.path for f in client.list_artifacts(result["run_id"], "model")}
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert "model/MLmodel" in files  # the best network, logged by MLflow
 
 
-def test_data_of_the_users_own_is_split_and_searched(ray_session, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = hpo.search(_shipped("own_data/moons.yaml", trials=4, epochs=5), tracking_uri=uri,
-                        quiet=True, study_root=tmp_path / "runs")
-    assert result.best_metric > 0.8
+def test_data_of_the_users_own_is_split_and_searched(tmp_path):
+    uri, result = search(SPACES / "own_data" / "moons.yaml", tmp_path, trials=4, epochs=5)
+    assert result["best_metric"] > 0.8
     study = runs_by_kind(uri, "own-data-moons")["study"][0]
     assert study.data.params["search.data.source"] == "python"
-    assert len(result.records) == 8 and all(r.params["hidden"] == (32, 32)
-                                            for r in result.records)
+    assert len(result["records"]) == 8 and all(r["hidden"] == [32, 32]
+                                               for r in result["records"])
 
 
 def test_a_study_file_named_by_a_relative_path_finds_its_code_in_every_trial(tmp_path):
