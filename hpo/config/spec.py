@@ -96,7 +96,7 @@ class Spec:
     @property
     def folder(self) -> Path | None:
         """The study file's folder: where the user's modules are looked up first."""
-        return Path(self.source).resolve().parent if self.source else None
+        return study_folder(self.source)
 
     @property
     def builder(self) -> str | None:
@@ -283,6 +283,11 @@ def _study_name(raw: dict, default_name: str, problems: list[Problem]) -> str:
                                 "--study-root and its MLflow experiment", name, NAME_ALLOWED))
     return name
 
+def study_folder(source: str | None) -> Path | None:
+    """The folder of the study file ``source`` (None for a study given as data)."""
+    return Path(source).resolve().parent if source else None
+
+
 #: Top-level keys besides name, seed and the sections.
 TOP_LEVEL = ("trainable", "code")
 
@@ -320,7 +325,7 @@ def _own_numeric(raw: dict) -> tuple[str, ...]:
 def _code(raw: dict, source: str | None, problems: list[Problem]) -> tuple[str, ...]:
     """``code``: files or folders (relative to the study file) shipped to a cluster's workers."""
     paths = parse_field(raw, "code", ListOf(Text(optional=False)), (), "code", problems)
-    base = Path(source).resolve().parent if source else Path.cwd()
+    base = study_folder(source) or Path.cwd()
     for i, path in enumerate(paths):
         if not (base / path).exists():
             problems.append(Problem(f"code[{i}]", "no such file or folder", path,
@@ -346,7 +351,7 @@ def _own_code_problems(trainable: str | None, sections: dict[str, Any], source: 
                        problems: list[Problem]) -> list[Problem]:
     """Each "module:function" of the user's imports and takes what hpo calls it with (checked
     only where the field itself is well formed)."""
-    folder = Path(source).resolve().parent if source else None
+    folder = study_folder(source)
     data, model = sections["data"], sections["model"]
     named = {"trainable": trainable, "model.builder": model.get("builder"),
              "data.loader": getattr(data, "loader", None)}
