@@ -8,6 +8,10 @@ code that catches the model factory's errors catches a study file's too. The CLI
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
 from models.errors import ConfigError, ModelError, Problem, UnknownNameError
 
 __all__ = [
@@ -40,7 +44,82 @@ class InputError(HpoError):
 
 
 class SpecError(InputError, ConfigError):
-    """Every problem found in a study file, collected in one pass."""
+    """Every problem found in a study file, collected in one pass.
+
+    Each problem's given value is quoted up to ``QUOTE_CHARS`` characters, and its field path
+    up to as many: a value of a million items (or a key of a million characters) is cut, not
+    rendered whole first.
+    """
+
+    def render(self) -> str:
+        full = self.problems
+        self.problems = [_clipped(p) for p in full]
+        try:
+            return super().render()
+        finally:
+            self.problems = full
+
+
+#: The most of a value (or a field path) an error message quotes.
+QUOTE_CHARS = 200
+
+
+class _Quoted:
+    """A value's text as a ``Problem`` shows it (``str`` without quotes), already cut."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _clipped(p: Problem) -> Problem:
+    """``p`` with its path, message and given value cut to what a message quotes."""
+    cut = dataclasses.replace(p, path=_cut(p.path), message=_cut(p.message, 3 * QUOTE_CHARS))
+    if not p.has_given or (isinstance(p.given, str) and len(p.given) <= QUOTE_CHARS):
+        return cut
+    if isinstance(p.given, str):  # Problem shows a text as its repr
+        return dataclasses.replace(cut, given=_Quoted(repr(p.given[:QUOTE_CHARS]) + "..."))
+    return dataclasses.replace(cut, given=_Quoted(quote(p.given)))
+
+
+def _cut(text: str, limit: int = QUOTE_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + "... (cut)"
+
+
+def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
+    """``value`` as ``Problem`` shows it (Python's ``str``, no quotes), cut after ``limit``
+    characters with "... (cut)"; only as much of it is rendered."""
+    out, size = [], 0
+    for piece in _pieces(value):
+        out.append(piece)
+        size += len(piece)
+        if size > limit:
+            return "".join(out)[:limit].replace("'", "") + "... (cut)"
+    return "".join(out).replace("'", "")
+
+
+def _pieces(value: Any) -> Iterator[str]:
+    """``str(value)`` in pieces, lazily (a list of lists of ... is walked as far as read)."""
+    if isinstance(value, list | tuple):
+        yield "[" if isinstance(value, list) else "("
+        for i, item in enumerate(value):
+            yield ", " if i else ""
+            yield from _pieces(item)
+        yield "]" if isinstance(value, list) else ("," if len(value) == 1 else "") + ")"
+    elif isinstance(value, dict):
+        yield "{"
+        for i, (key, item) in enumerate(value.items()):
+            yield ", " if i else ""
+            yield from _pieces(key)
+            yield ": "
+            yield from _pieces(item)
+        yield "}"
+    elif isinstance(value, str):
+        yield repr(value[:QUOTE_CHARS + 1])
+    else:
+        yield str(value)[:QUOTE_CHARS + 1]
 
 
 class UserCodeError(SpecError):

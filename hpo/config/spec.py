@@ -33,6 +33,7 @@ from hpo.config._parse import (
     searchable_section,
     unknown_key,
 )
+from hpo.config._yaml import read_yaml
 from hpo.config.rules import ListOf, Number, Text
 from hpo.config.sections import (
     MODEL_RULES,
@@ -50,8 +51,8 @@ from hpo.config.sections import (
 )
 from hpo.data.config import FLATTENING, data_problems
 from hpo.errors import Problem, SpecError
-from hpo.space.refinement import RefineSettings
 from hpo.space.distributions import Categorical, Distribution, Numeric
+from hpo.space.refinement import RefineSettings
 from hpo.trial.config import TrainConfig
 from hpo.trial.metrics import METRICS
 from models.validate import relation_problems
@@ -200,22 +201,10 @@ def _plain(value: Any) -> Any:
 
 
 def load_spec(path: str | os.PathLike[str]) -> Spec:
-    """Read and validate a study file; raises SpecError listing every problem."""
+    """Read and validate a study file; raises SpecError listing every problem (or the one
+    limit it breaks: see ``hpo.config._yaml``)."""
     source = str(path)
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise SpecError([Problem("(file)", "no such file", source, has_given=False)], source)
-    except OSError as exc:
-        raise SpecError([Problem("(file)", f"cannot read: {exc.strerror}", has_given=False)],
-                        source)
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "(file)"
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise SpecError([Problem(where, f"not valid YAML: {reason}", has_given=False)], source)
+    raw = read_yaml(path)  # within limits: size, aliases
     return parse_spec(raw if raw is not None else {}, source=source, default_name=Path(path).stem)
 
 
