@@ -15,7 +15,8 @@ the study's) and returns a dict, one of two kinds:
 Labels, the same rule for both kinds: whole numbers >= 0 (integers, or floats such as 1.0) are
 class indices and ``num_classes`` is the largest label + 1 over every split, as for npz files;
 floats that are otherwise (0.37, -2.0) are regression targets (``num_classes`` 0). Negative
-integers are neither: an error.
+integers are neither: an error. Class indices are used as written: at least two classes, and
+each of 0..K-1 with an example (``hpo.data.dataset.check_classes``).
 
 Every problem is a ``DataError`` naming ``data.loader``, the function and what is wrong.
 """
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpo.data._torch_data import DATASET_KEYS, RawDatasets
-from hpo.data.dataset import RawData
+from hpo.data.dataset import RawData, check_classes
 from hpo.errors import DataError
 
 if TYPE_CHECKING:
@@ -231,6 +232,9 @@ def _dataset_classes(out: Mapping[str, Any], where: str) -> tuple[int, tuple[str
     each item once (``len`` items: slow for a large Dataset on disk; give it ``classes``)."""
     classes = _attribute(out["train"], "classes")
     if classes is not None and not isinstance(classes, str) and hasattr(classes, "__len__"):
+        if len(classes) < 2:  # the labels themselves are not read: a Dataset may be large
+            raise DataError(f"{where}: the train Dataset's classes are {list(classes)}; a "
+                            f"classifier needs at least 2 classes")
         return len(classes), tuple(str(c) for c in classes)
     labels = []
     for key, ds in out.items():
@@ -239,7 +243,11 @@ def _dataset_classes(out: Mapping[str, Any], where: str) -> tuple[int, tuple[str
             labels.append(as_array(targets, f"{key}.targets", where).ravel())
         else:
             labels.append(np.array([_item(ds, i, key, where)[1] for i in range(len(ds))]))
-    return classes_of(np.concatenate(labels), where), ()
+    every = np.concatenate(labels)
+    num_classes = classes_of(every, where)
+    if num_classes:
+        check_classes(every, num_classes, where)
+    return num_classes, ()
 
 
 def _attribute(ds: Any, name: str) -> Any:

@@ -17,6 +17,10 @@ Sources (``data.source``), one loader each in ``SOURCES``:
   scaled by 1/255.
 - ``csv``: a header row, a target column (``data.target``, default ``target``), numeric
   features. Whole-number targets >= 0 are class indices; other targets are class names.
+
+Class labels of every source are used as written (names are numbered in sorted order): at
+least two classes, and an example of each of 0..K-1 (``check_classes``), checked as the data
+loads, before anything of a study is started or written.
 - ``python``: the user's ``data.loader``, called with ``{"seed": seed, **data.options}``; it
   returns arrays (``x_train, y_train`` and optional val/test splits, kept as those splits) or
   torch Datasets (``train`` and optional ``val``, ``test``; a ``TorchData``). See
@@ -58,6 +62,7 @@ __all__ = [
     "Source",
     "load_dataset",
     "load_raw",
+    "check_classes",
     "require_classification",
     "split",
 ]
@@ -121,6 +126,31 @@ def require_classification(data: Dataset | TorchData) -> None:
             f"trainable: \"module:fit\" (it gets the data as trial.data)")
 
 
+def check_classes(labels: np.ndarray, num_classes: int, where: str) -> None:
+    """Class labels are used as written, not renumbered: a classifier over ``num_classes``
+    (largest label + 1, or the source's fixed classes) needs at least two of them, and an
+    example of each. A ``DataError`` naming ``where`` otherwise (found as the data loads,
+    before any trial: a single class or empty ones would otherwise fail a sanity check for
+    the wrong reason, or train logits no example ever asks for)."""
+    present = np.unique(labels)
+    if len(present) < 2:
+        raise DataError(f"{where}: every example has label {_few(present)}; a classifier needs "
+                        f"at least 2 classes")
+    empty = np.setdiff1d(np.arange(num_classes), present)
+    if len(empty):
+        raise DataError(
+            f"{where}: class labels are used as written, as indices 0..K-1 (K = the largest + "
+            f"1 = {num_classes}); these are {_few(present)}, so class(es) {_few(empty)} have no "
+            f"example. Renumber the labels 0..{len(present) - 1} (a csv target column may "
+            f"instead hold names, numbered in sorted order)")
+
+
+def _few(values: np.ndarray, shown: int = 8) -> str:
+    """``3, 5, 7`` or ``0, 1, ..., 9 (12 in all)``."""
+    text = ", ".join(str(v) for v in values[:shown])
+    return text if len(values) <= shown else f"{text}, ... ({len(values)} in all)"
+
+
 @dataclass(frozen=True)
 class RawData:
     """A source's examples as read (images in [0, 1]), before splitting and preprocessing."""
@@ -133,6 +163,12 @@ class RawData:
     val: tuple[np.ndarray, np.ndarray] | None = None  # a split the data defines, kept as is
     test: tuple[np.ndarray, np.ndarray] | None = None
     class_names: tuple[str, ...] = ()
+
+
+def _every_label(raw: RawData) -> np.ndarray:
+    """The labels of the pool and of the splits the data defines."""
+    given = [split[1] for split in (raw.val, raw.test) if split is not None]
+    return np.concatenate([raw.y, *given]) if given else raw.y
 
 
 # ----------------------------------------------------------------------------- preprocessing
@@ -624,6 +660,8 @@ def load_dataset(spec: DataSpec, *, seed: int,
         return split_datasets(raw, val_fraction=spec.val_fraction,
                               test_fraction=spec.test_fraction, seed=seed)
     classes = raw.num_classes > 0
+    if classes:  # before the split: its errors would name the wrong cause
+        check_classes(_every_label(raw), raw.num_classes, raw.where)
     if classes and len(raw.y) < 2 * raw.num_classes:
         raise DataError(f"{raw.where}: {len(raw.y)} examples for {raw.num_classes} classes; "
                         f"at least classes x 2 = {2 * raw.num_classes} are needed")
