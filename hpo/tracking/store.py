@@ -246,7 +246,8 @@ def _serve_here(uri: str, host: str, port: int) -> None:
     artifact proxy (``./mlartifacts``, served as ``mlflow-artifacts:/``) in the environment
     variables the app reads (MLflow's internal ``mlflow.server.constants``) and opens the stores
     (making a new sqlite file's tables); then it runs the same FastAPI app on uvicorn, in this
-    process. No job runner: nothing here starts GenAI evaluation jobs.
+    process, with the runs tables as its default view (``hpo.tracking.ui_app``). No job runner:
+    nothing here starts GenAI evaluation jobs.
     """
     import warnings
 
@@ -264,8 +265,9 @@ def _serve_here(uri: str, host: str, port: int) -> None:
         constants.SERVE_ARTIFACTS_ENV_VAR: "true",
         constants.ARTIFACTS_DESTINATION_ENV_VAR: os.path.abspath("mlartifacts"),
     })
-    initialize_backend_stores(uri, uri, artifact_root)
-    uvicorn.run("mlflow.server.fastapi_app:app", host=host, port=port, workers=1,
+    with store_creation(uri):  # a new sqlite file: 0600, its tables made once
+        initialize_backend_stores(uri, uri, artifact_root)
+    uvicorn.run("hpo.tracking.ui_app:app", host=host, port=port, workers=1,
                 log_level="warning")
 
 
