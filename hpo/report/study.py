@@ -81,7 +81,9 @@ def _ranked(result: Any) -> list[TrialRecord]:
 
 def _advice(result: Any) -> list[str]:
     spec = result.spec
-    return advice(result.records, metric=spec.search.metric, gap_threshold=spec.gap.threshold)
+    last = result.rounds[-1].ranges if result.rounds else None
+    return advice(result.records, metric=spec.search.metric, gap_threshold=spec.gap.threshold,
+                  last_ranges=last)
 
 
 def markdown_report(result: Any) -> str:

@@ -122,15 +122,39 @@ def test_diverged_trials_name_their_lr_range_and_the_highest_that_trained():
                trial(5, TrialStatus.FAILED, lr=5.0)]  # failed: not a trial that trained
     sentences = say(records)
     assert ("2 trials diverged (loss exploded) at lr 0.5 to 0.9; the highest lr that trained "
-            "was 0.2: the learning rate's upper end is too high.") in sentences
+            "was 0.2: the learning rate's upper end is too high; keep it below 0.5.") in sentences
     assert len(sentences) == 2  # and the overfitting one
+
+
+def test_divergence_above_a_last_round_that_stays_below_it_does_not_call_the_range_too_high():
+    """The round tables show the last round's range, its best at the top edge; the diverged
+    trials were earlier rounds' and higher: the advice agrees with the table."""
+    records = [trial(1, TrialStatus.DIVERGED, lr=0.5), trial(2, TrialStatus.OK, lr=0.0231)]
+    last = {"lr": Float(0.002, 0.0231, log=True)}
+    (sentence,) = advice(records, metric="val_accuracy", gap_threshold=0.1, last_ranges=last)
+    assert sentence == ("1 trials diverged (loss exploded) at lr 0.5; the highest lr that "
+                        "trained was 0.0231: the last round's lr range log [0.002, 0.0231] "
+                        "already stays below them.")
+    assert "too high" not in sentence
+    # a last round that still reaches them: its upper end is too high
+    reaching = {"lr": Float(0.002, 0.8, log=True)}
+    (sentence,) = advice(records, metric="val_accuracy", gap_threshold=0.1, last_ranges=reaching)
+    assert sentence.endswith("the learning rate's upper end is too high; keep it below 0.5.")
+
+
+def test_divergence_among_lrs_that_trained_is_not_blamed_on_the_learning_rate():
+    records = [trial(1, TrialStatus.DIVERGED, lr=0.01), trial(2, TrialStatus.OK, lr=0.05)]
+    (sentence,) = say(records)
+    assert sentence == ("1 trials diverged (loss exploded) at lr 0.01, where other trials "
+                        "trained (up to lr 0.05): not the learning rate alone; compare their "
+                        "init, batchnorm and weight_decay.")
 
 
 def test_diverged_without_a_searched_lr_says_so_without_numbers():
     records = [TrialRecord(round=1, index=1, trial_id="t", params={}, sampled={},
                            status=TrialStatus.DIVERGED)]
-    assert say(records) == ["1 trials diverged (loss exploded): the learning rate's upper end "
-                            "is too high."]
+    assert say(records) == ["1 trials diverged (loss exploded): compare their init, batchnorm "
+                            "and weight_decay with the trials that trained."]
 
 
 @pytest.mark.parametrize("flag, says", [
