@@ -8,6 +8,7 @@ import traceback
 from collections.abc import Sequence
 
 from hpo.errors import ConfigError, HpoError, InputError, ModelError, Problem, SpecError
+from hpo.execution.interrupt import Interrupted
 
 __all__ = ["main"]
 
@@ -57,6 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if exc.code == 0 else 2
     try:
         return _dispatch(args)
+    except Interrupted as exc:  # Ctrl-C or SIGTERM: the study stopped, its runs KILLED
+        again = (f"; resume with: {_resume_command(argv)}"
+                 if getattr(exc, "resumable", False) else "")
+        print(f"hpo: interrupted ({exc}){again}", file=sys.stderr)
+        return exc.exit_code
     except (HpoError, ModelError) as exc:
         # The model factory's errors (a bad model config, checkpoint or input shape) are the
         # user's input, as in building or validating a study: exit 2.
@@ -75,6 +81,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"hpo: error: {type(exc).__name__}: {exc}\n(run again with --debug for the "
                   f"traceback)", file=sys.stderr)
         return 1
+
+
+def _resume_command(argv: Sequence[str] | None) -> str:
+    """The command line that goes on with the study: this one, with --resume."""
+    import shlex
+
+    given = list(sys.argv[1:] if argv is None else argv)
+    return shlex.join(["hpo", *given, *([] if "--resume" in given else ["--resume"])])
 
 
 def _load(args: argparse.Namespace):

@@ -13,6 +13,7 @@ from ray.tune import Callback
 
 from hpo.config.spec import Spec
 from hpo.execution import _ray_private
+from hpo.execution.interrupt import INTERRUPTS, RoundInterrupted
 from hpo.execution.packed_search import PACK_KEY, member_key
 from hpo.space.bridge import decode
 from hpo.space.distributions import Distribution
@@ -78,6 +79,12 @@ class StudyCallback(Callback):
         return {**self.__dict__, "events": None, "progress": None, "records": {}, "_cut": []}
 
     # -- Tune hooks ---------------------------------------------------------------------------
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        # A signal mid-step only marked the study: stop here, between steps, where Tune cleans
+        # up after an exception (its trial actors stop) before passing it on.
+        if INTERRUPTS.pending:
+            raise RoundInterrupted(f"round {self.round} interrupted")
+
     def _members(self, trial: Any) -> list[tuple[str, dict[str, Any]]]:
         """(record key, sampled config) of each trial a Ray trial carries: one, or a pack."""
         config = trial.config or {}

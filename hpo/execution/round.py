@@ -13,12 +13,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import hpo.usercode as usercode
 from hpo.config.spec import Spec
 from hpo.data.dataset import Dataset
-import hpo.usercode as usercode
 from hpo.errors import TrialContractError
 from hpo.execution import _ray_private
 from hpo.execution.cluster import concurrent_trials, quiet_libraries, warm_pool_started
+from hpo.execution.interrupt import INTERRUPTS, RoundInterrupted
 from hpo.space.bridge import decode, encode, make_sampler, optuna_space, round_seed
 from hpo.space.distributions import Categorical, Distribution, Int
 from hpo.trial.contract import Fit, Trial, TrialStopped
@@ -203,13 +204,19 @@ def run_round(
     done: Sequence[tuple[Mapping[str, Any], float | None]] = (),
     rerun: Sequence[Mapping[str, Any]] = (),
     attempt: int = 0,
+    asked: Sequence[bool] = (),
+    round_trials: int | None = None,
 ) -> None:
     """Run one round of ``num_trials`` trials; the callbacks see every trial event.
 
     Continuing an interrupted round (``attempt`` > 0, from the study journal): ``done`` are its
     finished trials (sampled values, metric or None for a failure), which the searcher learns
     from without running them; ``rerun`` are the ones the interruption cut short, which run
-    first with the same values; the rest of ``num_trials`` is sampled with a fresh seed.
+    first with the same values. ``asked`` says, for each trial the round had sampled before
+    (in sampling order), whether the journal holds it: the sampler, seeded as the round first
+    was, samples them again unseen (the ones the journal lacks run again), so the rest of
+    ``num_trials`` are the samples an uninterrupted round would have drawn. ``round_trials``:
+    the whole round's budget, which the sampler is made for.
     """
     from ray import tune
 
@@ -217,8 +224,13 @@ def run_round(
     quiet_libraries()
     pack = pack_size(spec, num_trials) if ranges else 1
     searcher, samples = _searcher(spec, ranges, pack=pack, num_trials=num_trials,
-                                  seed=round_seed(spec.seed, round_index, attempt), done=done,
-                                  rerun=rerun)
+                                  # packs are not sampled again (their cut members are
+                                  # dropped): a seed of the continuation's own, not the
+                                  # first packs' samples once more
+                                  seed=round_seed(spec.seed, round_index,
+                                                  attempt if pack > 1 else 0), done=done,
+                                  rerun=rerun, asked=asked,
+                                  round_trials=round_trials or num_trials)
     cpu = s.resources_per_trial["cpu"]
     # A Ray this process started keeps the resources it started with; a cluster may grow.
     fixed, slots = warm_pool_started(), concurrent_trials(spec)
@@ -252,20 +264,24 @@ def run_round(
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
-    with _tune_for_short_trials(pending=None if fixed else slots):
-        tuner.fit()  # results reach the driver through the callbacks, as they happen
+    with _tune_for_short_trials(pending=None if fixed else slots), INTERRUPTS.deferred():
+        try:
+            tuner.fit()  # results reach the driver through the callbacks, as they happen
+        except RoundInterrupted:
+            pass  # Tune stopped its trials; the signal is raised as the deferred block ends
 
 
 def _searcher(spec: Spec, ranges: Mapping[str, Distribution], *, pack: int, num_trials: int,
               seed: int, done: Sequence[tuple[Mapping[str, Any], float | None]],
-              rerun: Sequence[Mapping[str, Any]]) -> tuple[Any, int]:
+              rerun: Sequence[Mapping[str, Any]], asked: Sequence[bool] = (),
+              round_trials: int | None = None) -> tuple[Any, int]:
     """Optuna's seeded sampler behind Tune's searcher (one config per trial, or a pack of
     them); (searcher or None for a round with nothing to search, Ray trials to run)."""
     from ray.tune.search.optuna import OptunaSearch
 
     s = spec.search
     mode = s.resolved_mode.value  # Ray reads a plain "max" | "min"
-    sampler = make_sampler(s.sampler, seed, num_trials)
+    sampler = make_sampler(s.sampler, seed, round_trials or num_trials)
     if pack > 1:
         from hpo.execution.packed_search import PackedOptunaSearch
 
@@ -275,13 +291,31 @@ def _searcher(spec: Spec, ranges: Mapping[str, Distribution], *, pack: int, num_
         samples = -(-num_trials // pack)  # ceil: the last pack may be smaller
     else:
         searcher = OptunaSearch(space=optuna_space(ranges), metric=s.metric, mode=mode,
-                                sampler=sampler,
-                                points_to_evaluate=[encode(ranges, c) for c in rerun] or None,
-                                ) if ranges else None
+                                sampler=sampler) if ranges else None
+        if searcher is not None:
+            unseen = _replay(searcher, asked)
+            # cut short, or sampled and never started: first, with the same values
+            for config in [*(encode(ranges, c) for c in rerun), *unseen]:
+                searcher._ot_study.enqueue_trial(config)
         samples = num_trials
     for config, value in done if searcher is not None else ():
         searcher.add_evaluated_point(encode(ranges, config), value, error=value is None)
     return searcher, samples
+
+
+def _replay(searcher: Any, asked: Sequence[bool]) -> list[dict[str, Any]]:
+    """Sample the round's earlier trials again, as Tune's OptunaSearch asks for them (Ray's
+    private ``_ot_study``, ``_space``), so the sampler's state (its random stream, QMC's
+    position) is where an uninterrupted round had it; they are told failed, so that only the
+    journal's results (``add_evaluated_point``) teach the searcher. The configurations of
+    those the journal lacks (``asked[i]`` false) come back, to be run."""
+    import optuna
+
+    study = searcher._ot_study
+    trials = [study.ask(fixed_distributions=searcher._space) for _ in asked]
+    for trial in trials:  # told after all are asked: QMC reads running trials' search space
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return [dict(t.params) for t, known in zip(trials, asked) if not known]
 
 
 def _scheduler(spec: Spec) -> Any:
@@ -320,6 +354,10 @@ def _tune_for_short_trials(pending: int | None = None) -> Iterator[None]:
       so a round saves it as it ends (``TUNE_GLOBAL_CHECKPOINT_S``, unless set).
     """
     settings = {"TUNE_GLOBAL_CHECKPOINT_S": str(CHECKPOINT_NEVER_S)}
+    # Tune's own SIGINT handler would end the round early, as if it were done: hpo's
+    # (hpo.execution.interrupt) stops the study instead. Not the user's to keep.
+    os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+    settings["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     if pending is not None:
         settings["TUNE_MAX_PENDING_TRIALS_PG"] = str(pending)
     ours = [name for name in settings if name not in os.environ]  # the user's stay theirs

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpo.config.spec import Spec
-from hpo.trial.direction import Direction
 from hpo.tracking.journal import Journal, JournalState
 from hpo.tracking.store import Tracker
+from hpo.trial.direction import Direction
 from hpo.trial.record import TrialRecord, ranked
 
 __all__ = ["Study", "study_dir_for"]
@@ -24,7 +24,8 @@ class Study:
     """One study's validated file, its MLflow store and run, its journal and folder.
 
     ``run_id`` is the study's MLflow run (set once it is started or found again on resume);
-    ``past`` is the journal of the interrupted study that ``--resume`` goes on from.
+    ``past`` is the journal of the interrupted study that ``--resume`` goes on from;
+    ``open_round`` the round run a stop must end (KILLED or FAILED), not leave RUNNING.
     """
 
     spec: Spec
@@ -34,6 +35,7 @@ class Study:
     quiet: bool = False
     run_id: str = ""
     past: JournalState | None = None
+    open_round: str | None = None  # the MLflow run of the round under way, until it ends
 
     @property
     def metric(self) -> str:

@@ -41,19 +41,42 @@ def resumable(spec: Spec, journal: Journal, folder: Path) -> JournalState:
 
 def drop_unjournaled_runs(tracker: Tracker, past: JournalState) -> None:
     """The journal is the record: a run the killed driver created in the instant before it
-    could journal it (a round or trial run) is deleted, so MLflow holds no orphans."""
+    could journal it (a round or trial run) is deleted, so MLflow holds no orphans; a trial
+    the journal holds as ended whose run was not yet marked ended (the driver died between
+    the two) is completed from the journal."""
     known = ({past.study_run_id} | {r.run_id for r in past.rounds.values()}
              | {t.run_id for t in past.trials.values()})
+    ended = {t.run_id: key for key, t in past.trials.items() if t.finished and t.run_id}
     parents = [past.study_run_id]
     while parents:
         parent = parents.pop()
         for run in tracker.client.search_runs(
                 [tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'",
                 max_results=50000):
-            if run.info.run_id not in known:
-                tracker.client.delete_run(run.info.run_id)
+            run_id = run.info.run_id
+            if run_id not in known:
+                tracker.client.delete_run(run_id)
+            elif run_id in ended and run.info.status not in ("FINISHED", "FAILED"):
+                _complete(tracker, past, ended[run_id])
             if run.data.tags.get("hpo.kind") == "round":
-                parents.append(run.info.run_id)
+                parents.append(run_id)
+
+
+def _complete(tracker: Tracker, past: JournalState, key: tuple[int, str]) -> None:
+    """Write what MLflow lacks of an ended trial's run: the epochs not yet there (each
+    (metric, step) once), its tags, its end."""
+    from hpo.tracking.trials import end_tags
+
+    record = past.trials[key]
+    steps = past.steps.get(key) or list(range(1, len(record.history) + 1))
+    names = {name for epoch in record.history for name in epoch}
+    there = {(m.key, m.step) for name in names
+             for m in tracker.client.get_metric_history(record.run_id, name)}
+    for step, metrics in zip(steps, record.history):
+        tracker.buffer_metrics(record.run_id, {k: v for k, v in metrics.items()
+                                               if (k, step) not in there}, step=step)
+    tags, status = end_tags(record)
+    tracker.end_run(record.run_id, status, tags=tags)
 
 
 def continuation(spec: Spec, journal: Journal, past: JournalState, k: int, total: int,
@@ -71,7 +94,12 @@ def continuation(spec: Spec, journal: Journal, past: JournalState, k: int, total
             journal.append("trial_drop", round=k, trial_id=r.trial_id)
         cut = []
     journal.append("round_resume", round=k)
+    tracker.client.update_run(before.run_id, status="RUNNING")  # KILLED or FAILED before
     metric = spec.search.metric
+    indices = {r.index for r in records}
     return {"num_trials": total - len(final),
             "done": [(r.sampled, r.metric(metric)) for r in final if r.sampled],
-            "rerun": [r.sampled for r in cut], "attempt": before.resumes + 1}
+            "rerun": [r.sampled for r in cut], "attempt": before.resumes + 1,
+            # the round's earlier samples, in order, for the sampler to draw again unseen
+            "asked": [i in indices for i in range(1, max(indices, default=0) + 1)],
+            "round_trials": total}

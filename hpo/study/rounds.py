@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,8 +10,8 @@ from typing import Any
 from hpo.report.progress import ProgressLine
 from hpo.report.study import round_table
 from hpo.report.tables import fmt_range
-from hpo.space.refinement import Change, FinishedTrial, refine, should_stop
 from hpo.space.distributions import Distribution, parse_distribution
+from hpo.space.refinement import Change, FinishedTrial, refine, should_stop
 from hpo.study.context import Study
 from hpo.study.resume import continuation
 from hpo.tracking.journal import RoundState
@@ -18,7 +19,7 @@ from hpo.tracking.trials import RoundWriter
 from hpo.trial.record import TrialRecord
 from hpo.trial.status import TrialStatus
 
-__all__ = ["RoundSummary", "run_rounds"]
+__all__ = ["RoundSummary", "best_effort", "run_rounds", "stop_status"]
 
 
 @dataclass
@@ -111,6 +112,7 @@ def _run_round(study: Study, k: int, ranges: dict[str, Distribution], before: Ro
     plan: dict[str, Any] = {"num_trials": total}
     if before is not None:  # interrupted in this round: go on from the journal
         round_run = before.run_id
+        study.open_round = round_run
         plan = continuation(spec, journal, study.past, k, total, tracker, before)
     else:
         round_run = tracker.start_run(
@@ -118,6 +120,7 @@ def _run_round(study: Study, k: int, ranges: dict[str, Distribution], before: Ro
             tags={"hpo.kind": "round", "hpo.round": str(k)},
             params={f"range.{n}": fmt_range(d) for n, d in ranges.items()},
         )
+        study.open_round = round_run
         journal.append("round_start", round=k, run_id=round_run,
                        ranges={n: d.to_yaml() for n, d in ranges.items()})
     if plan["num_trials"] > 0:
@@ -128,15 +131,29 @@ def _run_round(study: Study, k: int, ranges: dict[str, Distribution], before: Ro
         callback = StudyCallback(spec=spec, ranges=ranges, round_index=k, events=sink,
                                  known=journal.replay().round_records(k), progress=progress,
                                  num_classes=num_classes, continued=before is not None)
-        await_warm_workers(spec)
         try:
+            await_warm_workers(spec)
             run_round(spec, ranges, round_index=k, data_ref=data_ref,
                       storage=study.folder / "ray", callbacks=[callback], **plan)
             if not last:  # they start while this round's results are written
                 prestart_warm_workers(spec)
-        finally:  # every trial's MLflow run and journal line written before going on
-            sink.drain()
+        except BaseException as exc:  # a signal or an error: no trial's run left RUNNING
+            best_effort(sink.abandon, callback.records.values(), stop_status(exc))
+            raise
+        sink.drain()  # every trial's MLflow run and journal line written before going on
     return round_run, journal.replay().round_records(k)
+
+
+def stop_status(exc: BaseException) -> str:
+    """The MLflow status of the runs a study leaves as it stops on ``exc``."""
+    return "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+
+
+def best_effort(fn: Any, *args: Any, **kwargs: Any) -> None:
+    """A clean-up step as a study stops: the error that stopped it is the one to report, so
+    one of the clean-up's own (a full disk, a store gone) does not replace it."""
+    with contextlib.suppress(Exception):  # see above; the study is already failing
+        fn(*args, **kwargs)
 
 
 def _end_round(study: Study, summary: RoundSummary, records: list[TrialRecord],
@@ -160,6 +177,7 @@ def _end_round(study: Study, summary: RoundSummary, records: list[TrialRecord],
         study.say(f"stopping early after round {k}: no range widened and the best "
                   f"improved by less than {spec.search.min_improvement:g}")
     tracker.end_run(summary.run_id)
+    study.open_round = None
     study.journal.append("round_end", round=k, stopped_early=stopped_early,
                          next_ranges={n: d.to_yaml() for n, d in next_ranges.items()}
                          if next_ranges else None)

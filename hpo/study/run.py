@@ -6,6 +6,7 @@ the journal (tracking), the tables (report). Each step below takes the one ``Stu
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from dataclasses import dataclass
@@ -16,13 +17,14 @@ import hpo.usercode as usercode
 from hpo.config.spec import Spec
 from hpo.data import TorchData
 from hpo.data.dataset import Dataset, load_dataset, require_classification
-from hpo.errors import InputError, RunError
+from hpo.errors import HpoError, InputError, RunError
+from hpo.execution.interrupt import INTERRUPTS, Interrupted
 from hpo.report.study import description, final_report, markdown_report
 from hpo.study.babysit import sanity_gate
 from hpo.study.context import Study, study_dir_for
 from hpo.study.lock import StudyLock
 from hpo.study.resume import drop_unjournaled_runs, fingerprint, resumable
-from hpo.study.rounds import Rounds, RoundSummary, run_rounds
+from hpo.study.rounds import Rounds, RoundSummary, best_effort, run_rounds, stop_status
 from hpo.tracking.journal import Journal
 from hpo.tracking.store import Tracker, resolve_tracking_uri
 from hpo.trial.metrics import METRICS
@@ -86,6 +88,13 @@ def run_study(
     back, the interrupted round goes on from its journaled trials, and the same MLflow runs go
     on.
     """
+    with INTERRUPTS.handling():  # Ctrl-C and SIGTERM stop the study, whatever it is doing
+        return _run_study(spec, address=address, tracking_uri=tracking_uri, quiet=quiet,
+                          force=force, resume=resume, study_root=study_root)
+
+
+def _run_study(spec: Spec, *, address: str | None, tracking_uri: str | None, quiet: bool,
+               force: bool, resume: bool, study_root: str | Path) -> StudyResult:
     import ray
 
     from hpo.execution.cluster import check_reachable, start_ray
@@ -98,15 +107,19 @@ def run_study(
             # A cluster may still refuse this driver (a wrong token, no Ray there): before the
             # study run and journal are written. A Ray started here starts after _open's checks.
             start_ray(address, study=spec)
-        study = _open(spec, data, tracking_uri=tracking_uri, quiet=quiet, resume=resume,
-                      study_root=study_root)
+            INTERRUPTS.install()  # ray.init's fatal-signal handler would abort on SIGTERM
+        with INTERRUPTS.deferred(check=False):  # a study run and journal, or neither
+            study = _open(spec, data, tracking_uri=tracking_uri, quiet=quiet, resume=resume,
+                          study_root=study_root)
     except BaseException:
         lock.release()
         raise
     started_ray, status = False, "FAILED"
     try:
         # Ray first: the trial workers it starts import torch while the sanity checks run.
+        INTERRUPTS.check()  # one that came while the study opened
         started_ray = start_ray(address, study=spec)
+        INTERRUPTS.install()
         sanity = None
         skipped = _no_sanity_checks(spec, data)
         if skipped:
@@ -119,16 +132,54 @@ def run_study(
         result = _conclude(study, data, rounds, sanity)
         status = "FINISHED"
         return result
-    except KeyboardInterrupt:
-        status = "KILLED"
+    except BaseException as exc:
+        status = stop_status(exc)
+        _stopped(study, exc, status)
+        if isinstance(exc, Exception) and (error := _as_run_error(exc, study)) is not exc:
+            raise error from exc
         raise
     finally:
         try:
-            study.tracker.end_run(study.run_id, status)
+            best_effort(study.tracker.end_run, study.run_id, status)
             if started_ray:
-                ray.shutdown()
+                ray.shutdown()  # ends the trials a signal cut short, on a cluster too
         finally:
             lock.release()
+
+
+def _stopped(study: Study, exc: BaseException, status: str) -> None:
+    """A study that stops before its end leaves no run RUNNING (the round under way; its
+    trials' runs were ended by the round) and a journal that says so."""
+    if study.open_round:
+        best_effort(study.tracker.end_run, study.open_round, status)
+    reason = str(exc) if isinstance(exc, Interrupted) else type(exc).__name__  # e.g. SIGINT
+    best_effort(study.journal.append, "interrupted", reason=reason, status=status)
+    if isinstance(exc, Interrupted):
+        exc.resumable = True
+
+
+def _as_run_error(exc: Exception, study: Study) -> Exception:
+    """What stopped the study, as one line: a full disk or a store gone is no bug of hpo's."""
+    if isinstance(exc, HpoError):
+        return exc
+    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return RunError(f"the disk is full{where} ({exc.strerror}); free space, then resume "
+                        f"the study with --resume")
+    if "disk is full" in text or "No space left" in text:
+        return RunError(f"the disk is full: {text}; free space, then resume the study with "
+                        f"--resume")
+    if _is_tracking_error(exc):
+        return RunError(f"the MLflow tracking store {study.tracker.uri} stopped answering "
+                        f"({text or type(exc).__name__}); when it is back, resume the study "
+                        f"with --resume")
+    return exc
+
+
+def _is_tracking_error(exc: Exception) -> bool:
+    module = type(exc).__module__ or ""
+    return module.startswith(("mlflow", "requests", "urllib3", "sqlalchemy"))
 
 
 def _no_sanity_checks(spec: Spec, data: Dataset | TorchData | None) -> str | None:

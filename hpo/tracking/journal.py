@@ -46,6 +46,9 @@ class JournalState:
     finished: bool = False
     rounds: dict[int, RoundState] = field(default_factory=dict)
     trials: dict[tuple[int, str], TrialRecord] = field(default_factory=dict)
+    #: (round, trial id) -> the MLflow step of each epoch in the ended trial's history
+    steps: dict[tuple[int, str], list[int]] = field(default_factory=dict)
+    interruptions: int = 0  # times a signal or an error stopped the study
 
     def round_records(self, index: int) -> list[TrialRecord]:
         return sorted((r for (k, _), r in self.trials.items() if k == index),
@@ -170,5 +173,9 @@ def _apply(state: JournalState, item: dict[str, Any]) -> None:
     elif kind in ("trial_start", "trial_end"):
         record = TrialRecord.from_json(item["record"])
         state.trials[(record.round, record.trial_id)] = record
+        if "steps" in item:
+            state.steps[(record.round, record.trial_id)] = list(item["steps"])
+    elif kind == "interrupted":
+        state.interruptions += 1
     elif kind == "study_end":
         state.finished = True

@@ -8,6 +8,9 @@ behind the trial's start.
 
 from __future__ import annotations
 
+import os
+import signal
+from collections.abc import Iterable
 from typing import Any
 
 from hpo.tracking.journal import Journal
@@ -16,7 +19,11 @@ from hpo.tracking.writer import Writer
 from hpo.trial.record import TrialRecord
 from hpo.trial.status import TrialStatus
 
-__all__ = ["RoundWriter", "trial_label"]
+__all__ = ["RoundWriter", "end_tags", "trial_label"]
+
+#: A test's way to kill the driver (a real SIGKILL) at the instant a crash hurts most: after the
+#: N-th trial's metrics reached MLflow, before its run is marked ended ("trial-metrics:N").
+CRASH_ENV = "HPO_TEST_SIGKILL_AT"
 
 
 def trial_label(record: TrialRecord) -> str:
@@ -31,6 +38,19 @@ def trial_label(record: TrialRecord) -> str:
     return " ".join(parts)
 
 
+def end_tags(record: TrialRecord) -> tuple[dict[str, Any], str]:
+    """An ended trial's run tags and MLflow status."""
+    if record.status is TrialStatus.FAILED:
+        tags: dict[str, Any] = {"hpo.status": record.status, "hpo.error": record.error}
+        status = "FAILED"
+    else:
+        tags = {"hpo.status": record.status, "hpo.epochs": len(record.history),
+                "hpo.flags": ",".join(record.flags) or "none"}
+        status = "FINISHED"
+    tags.update({"hpo.node": record.node or "unknown", "hpo.attempts": record.attempts})
+    return tags, status
+
+
 class RoundWriter:
     """The trial events of round ``round_index`` as MLflow runs under ``round_run`` and journal
     lines; ``drain()`` when the round ends."""
@@ -40,9 +60,23 @@ class RoundWriter:
         self.tracker, self.journal = tracker, journal
         self.round, self.round_run = round_index, round_run
         self.writer = Writer()
+        self._steps: dict[str, list[int]] = {}  # trial id -> its epochs' MLflow steps
+        self._ended = 0
 
     def drain(self) -> None:
         self.writer.drain()
+
+    def abandon(self, records: Iterable[TrialRecord], status: str) -> None:
+        """The round stops (``status`` KILLED: a signal; FAILED: an error): the queued writes
+        go out, then the runs of the trials still running end with ``status``. Their
+        epochs are not written: ``--resume`` runs those trials again, into the same runs."""
+        try:
+            self.writer.drain()
+        finally:
+            for record in records:
+                if not record.finished and record.run_id:
+                    self.tracker.discard(record.run_id)
+                    self.tracker.end_run(record.run_id, status)
 
     # -- the callback's events (driver thread) ------------------------------------------------
     def started(self, record: TrialRecord) -> None:
@@ -50,26 +84,23 @@ class RoundWriter:
 
     def restarted(self, record: TrialRecord) -> None:
         """A retry after a failure, or a cut-short trial run again: its epochs start over."""
+        self._steps.pop(record.trial_id, None)
         self.writer.write(self._discard, record)
 
     def rekeyed(self, record: TrialRecord, old: str) -> None:
         self.restarted(record)
+        self.writer.write(self._reopen, record)
         self.writer.write(self.journal.append, "trial_rekey", round=self.round, old=old,
                           new=record.trial_id)
 
     def epoch(self, record: TrialRecord, metrics: dict[str, float], step: int) -> None:
+        self._steps.setdefault(record.trial_id, []).append(step)
         self.writer.write(self._buffer, record, metrics, step)
 
     def ended(self, record: TrialRecord) -> None:
-        if record.status is TrialStatus.FAILED:
-            tags: dict[str, Any] = {"hpo.status": record.status, "hpo.error": record.error}
-            status = "FAILED"
-        else:
-            tags = {"hpo.status": record.status, "hpo.epochs": len(record.history),
-                    "hpo.flags": ",".join(record.flags) or "none"}
-            status = "FINISHED"
-        tags.update({"hpo.node": record.node or "unknown", "hpo.attempts": record.attempts})
-        self.writer.write(self._end_run, record, tags, status, record.to_json())
+        tags, status = end_tags(record)
+        steps = self._steps.pop(record.trial_id, [])
+        self.writer.write(self._end_run, record, tags, status, record.to_json(), steps)
 
     # -- on the writer thread -----------------------------------------------------------------
     def _start_run(self, record: TrialRecord, payload: dict[str, Any]) -> None:
@@ -83,11 +114,25 @@ class RoundWriter:
     def _discard(self, record: TrialRecord) -> None:
         self.tracker.discard(record.run_id)  # run_id is set on this thread, by _start_run
 
+    def _reopen(self, record: TrialRecord) -> None:
+        self.tracker.client.update_run(record.run_id, status="RUNNING")  # was KILLED
+
     def _buffer(self, record: TrialRecord, metrics: dict[str, float], step: int) -> None:
         self.tracker.buffer_metrics(record.run_id, metrics, step=step)
 
     def _end_run(self, record: TrialRecord, tags: dict[str, Any], status: str,
-                 payload: dict[str, Any]) -> None:
-        self.tracker.end_run(record.run_id, status, tags=tags)
+                 payload: dict[str, Any], steps: list[int]) -> None:
+        # The journal first: a trial MLflow shows ended is one the journal holds, so a killed
+        # driver's --resume never runs it again into its run (each epoch logged twice). A kill
+        # between the two leaves the run RUNNING, which --resume completes from the journal.
         payload["run_id"] = record.run_id
-        self.journal.append("trial_end", record=payload)
+        self.journal.append("trial_end", record=payload, steps=steps)
+        self.tracker.flush(record.run_id, tags)
+        self._ended += 1
+        _crash_point(f"trial-metrics:{self._ended}")
+        self.tracker.client.set_terminated(record.run_id, status=status)
+
+
+def _crash_point(name: str) -> None:
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
