@@ -54,7 +54,8 @@ def _divergence(diverged: list[TrialRecord], trained: list[TrialRecord],
     if not lrs:
         return (f"{said}: compare their init, batchnorm and weight_decay with the trials that "
                 f"trained.")
-    said += f" at lr {fmt_value(lrs[0])}" + (f" to {fmt_value(lrs[-1])}" if len(lrs) > 1 else "")
+    low, high = fmt_value(lrs[0]), fmt_value(lrs[-1])
+    said += f" at lr {low}" + (f" to {high}" if high != low else "")
     healthy = sorted(r.params["lr"] for r in trained if "lr" in r.params)
     if healthy and lrs[0] <= healthy[-1]:
         return (f"{said}, where other trials trained (up to lr {fmt_value(healthy[-1])}): not the "
