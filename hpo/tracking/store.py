@@ -10,6 +10,7 @@ tracking costs four writes per trial, not per epoch, and Tune's loop never waits
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -22,14 +23,16 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hpo.errors import InputError, RunError, TrackingUnreachable
 
-__all__ = ["Tracker", "resolve_tracking_uri", "runs_url", "serve_ui", "ui_command"]
+__all__ = ["Tracker", "resolve_tracking_uri", "runs_url", "serve_ui", "sqlite_path",
+           "store_creation", "ui_command"]
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 _MAX_PARAM_LEN = 6000
@@ -95,7 +98,8 @@ class Tracker:
 
         self.uri = uri
         self.experiment_name = experiment
-        self.client = MlflowClient(tracking_uri=uri)
+        with store_creation(uri):  # MLflow makes a new sqlite store's tables right here
+            self.client = MlflowClient(tracking_uri=uri)
         self.experiment_id: str | None = None
         self._buffers: dict[str, _Buffer] = {}
 
@@ -191,6 +195,46 @@ class Tracker:
 
     def log_figure(self, run_id: str, figure: Any, name: str) -> None:
         self.client.log_figure(run_id, figure, name)
+
+
+# -- a new sqlite store -----------------------------------------------------------------------
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` store (relative to the working directory, or absolute
+    with four slashes); None for any other store and for an in-memory one."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+@contextmanager
+def store_creation(uri: str) -> Iterator[None]:
+    """Around the first use of the store ``uri``: a new sqlite file is made readable by its
+    owner only (0600: it holds every run), and one process at a time makes its tables.
+
+    Two processes that open one new ``mlflow.db`` at once both find it without tables and
+    both create them: the second dies with ``table ... already exists``. Holding an exclusive
+    flock on the file's folder while the first use makes them serializes that; the lock is on
+    the folder, not the file, because closing another descriptor of the database would drop
+    sqlite's own (POSIX) locks on it. A store that is no local sqlite file is left as it is.
+    """
+    path = sqlite_path(uri)
+    folder = path.parent if path is not None else None
+    if folder is None or not folder.is_dir():
+        yield  # MLflow says what is wrong with it
+        return
+    lock = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the descriptor closes
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError:  # there already (or not ours to make): as it is
+            pass
+        yield
+    finally:
+        os.close(lock)
 
 
 # -- the UI -----------------------------------------------------------------------------------
