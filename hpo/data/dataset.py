@@ -60,9 +60,9 @@ __all__ = [
     "RawData",
     "Step",
     "Source",
+    "check_classes",
     "load_dataset",
     "load_raw",
-    "check_classes",
     "require_classification",
     "split",
 ]

@@ -17,10 +17,19 @@ from types import TracebackType
 
 from hpo.errors import InputError
 
-__all__ = ["LOCK_FILE", "StudyLock"]
+__all__ = ["LOCK_FILE", "StudyLock", "private_folder"]
 
 #: The lock's file in the study folder.
 LOCK_FILE = ".lock"
+
+
+def private_folder(folder: Path) -> None:
+    """``folder`` and whichever of its parents are missing, made 0700: a study's journal,
+    best.yaml and Ray state are its owner's alone (the files inside keep the usual modes; the
+    folder keeps others out). A folder already there keeps its mode: it may be the user's."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    for path in reversed(missing):  # top down
+        path.mkdir(mode=0o700, exist_ok=True)  # exist_ok: another process may make it too
 
 
 class StudyLock:
@@ -40,7 +49,7 @@ class StudyLock:
         return self._fd is not None
 
     def acquire(self) -> StudyLock:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_folder(self.folder)
         # Not inherited by the processes this one starts (Python's default, PEP 446): a Ray
         # worker that outlives the driver must not keep the study locked.
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
