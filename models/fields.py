@@ -244,19 +244,21 @@ class ListOf(Rule):
     def parse(self, value: Any) -> Any:
         if not isinstance(value, list) or (not value and not self.empty):
             raise Invalid("wrong type", self.allowed)
-        try:
-            return tuple(self.item.parse(v) for v in value)
-        except Invalid:
-            raise Invalid("bad item", self.allowed) from None
+        return tuple(self._item(i, v, self.item.parse) for i, v in enumerate(value))
 
     def check(self, value: Any) -> None:
         if not isinstance(value, (tuple, list)) or (not value and not self.empty):
             raise Invalid("wrong type", self.allowed)
+        for i, v in enumerate(value):
+            self._item(i, v, self.item.check)
+
+    def _item(self, index: int, value: Any, apply: Any) -> Any:
+        """``apply(value)``; a broken item is named by its index and its own reason (which says
+        how to write ``1e2`` so that YAML reads a number)."""
         try:
-            for v in value:
-                self.item.check(v)
-        except Invalid:
-            raise Invalid("bad item", self.allowed) from None
+            return apply(value)
+        except Invalid as bad:
+            raise Invalid(f"bad item [{index}]: {bad}", self.allowed) from None
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from models.fields import (
     Rule,
     Text,
     field_rule,
+    number_text_hint,
     rule,
     searchable,
 )
@@ -52,7 +53,8 @@ class Pack(Rule):
         if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
                                and value >= 1):
             return value
-        raise Invalid("unknown value", self.allowed)
+        hint = number_text_hint(value, integer=True)
+        raise Invalid(f"wrong type: {hint}" if hint else "unknown value", self.allowed)
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ class Resources(Rule):
         if not isinstance(value, dict) or set(value) - {"cpu", "gpu"}:
             raise Invalid("wrong type", self.allowed)
         cpu, gpu = value.get("cpu", 1), value.get("gpu", 0)
+        for text in (cpu, gpu):
+            if hint := number_text_hint(text):
+                raise Invalid(f"wrong type: {hint}", self.allowed)
         if not (is_number(cpu) and cpu > 0 and is_number(gpu) and gpu >= 0):
             raise Invalid("out of range", self.allowed)
         return {"cpu": float(cpu), "gpu": float(gpu)}

@@ -108,6 +108,22 @@ def test_a_study_file_with_1e_4_anywhere_numeric_says_what_to_write(tmp_path):
         "9e-1 as text)")
 
 
+def test_lists_pack_and_resources_say_what_to_write_too(tmp_path):
+    found = problems(tmp_path, """
+        model:
+          hidden: [64, 1e2]
+        search:
+          pack: 1e1
+          resources_per_trial: {cpu: 5e-1}
+    """)
+    assert found["model.hidden"].startswith(
+        "model.hidden: bad item [1]: wrong type: write 100 (YAML reads 1e2 as text)")
+    assert found["search.pack"].startswith(
+        "search.pack: wrong type: write 10 (YAML reads 1e1 as text)")
+    assert found["search.resources_per_trial"].startswith(
+        "search.resources_per_trial: wrong type: write 5.0e-1 (YAML reads 5e-1 as text)")
+
+
 def test_the_same_file_written_as_told_validates(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text("train:\n  lr: {loguniform: [1.0e-4, 1]}\n  weight_decay: 1.0e-6\n")
