@@ -13,9 +13,9 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["TOUCHED", "in_worker_process", "kv_keys", "kv_put", "memoized_trainable_lookups",
-           "release_trial_state", "session_name", "start_workers", "tune_actor_env",
-           "warm_worker_config"]
+__all__ = ["TOUCHED", "in_worker_process", "kv_keys", "kv_put", "loopback_node",
+           "memoized_trainable_lookups", "release_trial_state", "session_name", "start_workers",
+           "tune_actor_env", "warm_worker_config"]
 
 #: Every private attribute this module touches, as (module, dotted attribute). The test imports
 #: each module and walks each attribute, so a Ray upgrade that drops one fails by name.
@@ -32,6 +32,7 @@ TOUCHED: tuple[tuple[str, str], ...] = (
     ("ray.tune.registry", "TRAINABLE_CLASS"),
     ("ray.tune.execution.class_cache", "DEFAULT_ENV_VARS"),
     ("ray.tune.experiment.trial", "Trial.run_metadata"),
+    ("ray._private.ray_constants", "ENABLE_RAY_CLUSTER"),
 )
 #: Ray's internal system-config keys hpo sets on a Ray it starts (``ray.init(_system_config=)``).
 SYSTEM_CONFIG_KEYS = ("preload_python_modules", "idle_worker_killing_time_threshold_ms")
@@ -151,3 +152,23 @@ def release_trial_state(trial: Any) -> None:
     meta = trial.run_metadata
     meta.last_result = {k: v for k, v in meta.last_result.items() if k != "epochs"}
     meta.metric_analysis, meta.metric_n_steps = {}, {}
+
+
+# 13. A Ray that hpo starts on this machine listens on the loopback address only. ray.init's
+#    ``_node_ip_address="127.0.0.1"`` alone is rewritten to the machine's outward address
+#    (``services.resolve_ip_for_localhost``), and the GCS, raylet and workers then listen on
+#    every interface (``::``), open to anyone on the network. Ray keeps the loopback address
+#    where it supports no clusters (``ray_constants.ENABLE_RAY_CLUSTER`` off, as on macOS); off
+#    while ray.init starts the node, the node's address is 127.0.0.1 and each of its servers
+#    binds to it. Breaks if the flag is renamed (then ray.init binds everywhere again: the
+#    test of the started Ray's addresses fails).
+@contextlib.contextmanager
+def loopback_node() -> Iterator[None]:
+    from ray._private import ray_constants
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before

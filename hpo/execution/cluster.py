@@ -65,7 +65,8 @@ _pool: _WarmPool | None = None
 
 
 def start_ray(address: str | None, *, study: Spec | None = None) -> bool:
-    """Connect to ``address`` (or RAY_ADDRESS), else start Ray in-process; True if we started it.
+    """Connect to ``address`` (or RAY_ADDRESS), else start Ray in-process, listening on
+    127.0.0.1 only; True if we started it.
 
     On a cluster, the user's code of ``study`` travels to the workers in the job's runtime
     environment (``code_runtime_env``); a Ray on this machine imports it from its folder.
@@ -89,8 +90,10 @@ def start_ray(address: str | None, *, study: Spec | None = None) -> bool:
             finally:  # Ray has uploaded it by now
                 if env and Path(env["working_dir"]).name.startswith(CODE_PREFIX):
                     shutil.rmtree(env["working_dir"], ignore_errors=True)
-        else:
-            ray.init(include_dashboard=False, _system_config=WARM_WORKERS, **kwargs)
+        else:  # this machine's alone: on the loopback address, no dashboard
+            with _ray_private.loopback_node():
+                ray.init(_node_ip_address=LOOPBACK, include_dashboard=False,
+                         _system_config=WARM_WORKERS, **kwargs)
             _pool = _WarmPool(_ray_private.session_name(),
                               int(ray.cluster_resources().get("CPU", 0)))
     except ConnectionError as exc:
@@ -98,6 +101,8 @@ def start_ray(address: str | None, *, study: Spec | None = None) -> bool:
     return not address
 
 
+#: The only address a Ray that hpo starts listens on: nothing of it is reachable from the network.
+LOOPBACK = "127.0.0.1"
 #: How long a cluster's head has to accept a connection: ray.init itself retries for minutes.
 CONNECT_TIMEOUT_S = 5.0
 
