@@ -79,8 +79,8 @@ def _clipped(p: Problem) -> Problem:
     cut = dataclasses.replace(p, path=_cut(p.path), message=_cut(p.message, 3 * QUOTE_CHARS))
     if not p.has_given or (isinstance(p.given, str) and len(p.given) <= QUOTE_CHARS):
         return cut
-    if isinstance(p.given, str):  # Problem shows a text as its repr
-        return dataclasses.replace(cut, given=_Quoted(repr(p.given[:QUOTE_CHARS]) + "..."))
+    if isinstance(p.given, str):  # in double quotes: Problem drops single ones from a _Quoted
+        return dataclasses.replace(cut, given=_Quoted(f'"{p.given[:QUOTE_CHARS]}"... (cut)'))
     return dataclasses.replace(cut, given=_Quoted(quote(p.given)))
 
 
