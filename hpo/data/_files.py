@@ -307,7 +307,8 @@ def read_csv(path: Path, target: str) -> tuple[np.ndarray, np.ndarray, tuple[str
         raise DataError(f"{path}: empty; expected a header row naming the columns")
     header = [h.strip() for h in header]
     if target not in header:
-        raise DataError(f"{path}: no target column {target!r}; columns: {', '.join(header)}. "
+        raise DataError(f"{path}: no target column {target!r}; columns: "
+                        f"{_cut(', '.join(header))}. "
                         f"Name the label column with data.target")
     t = header.index(target)
     features = [i for i in range(len(header)) if i != t]
@@ -327,7 +328,7 @@ def read_csv(path: Path, target: str) -> tuple[np.ndarray, np.ndarray, tuple[str
             try:
                 value = float(cell)
             except ValueError:
-                what = "a missing value" if not cell else f"{cell!r} is not a number"
+                what = "a missing value" if not cell else f"{_quote(cell)} is not a number"
                 raise DataError(f"{path}, line {line}, column {header[i]!r}: {what}; features "
                                 f"must be numeric") from None
             if not math.isfinite(value):
@@ -344,6 +345,18 @@ def read_csv(path: Path, target: str) -> tuple[np.ndarray, np.ndarray, tuple[str
     x = np.asarray(x_rows, dtype=np.float32)  # (N, D)
     y, names = _labels_from_text(labels, path)
     return x, y, names
+
+
+def _quote(text: str) -> str:
+    """``text`` as a message quotes it: a 50 MB cell is not repeated whole."""
+    return repr(text) if len(text) <= _QUOTE_CHARS else f"{text[:_QUOTE_CHARS]!r}... (cut)"
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _QUOTE_CHARS else f"{text[:_QUOTE_CHARS]}... (cut)"
+
+
+_QUOTE_CHARS = 200
 
 
 def _labels_from_text(labels: list[str], path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
