@@ -10,6 +10,7 @@ browser skips with the reason; one that gets a browser and does not find what it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -121,6 +122,26 @@ class MlflowServer:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no server log)"
+
+
+@contextlib.contextmanager
+def hpo_ui(store_uri: str) -> Iterator[str]:
+    """``hpo ui`` on ``store_uri``, started as a user starts it: its URL once it says it
+    answers; stopped with Ctrl-C (SIGINT) at the end."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "hpo", "ui", "--tracking-uri", store_uri,
+                                "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in process.stdout:
+            if "ready after" in line:
+                break
+        else:
+            raise RuntimeError(f"hpo ui exited {process.wait()} without answering")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,11 @@ it (``hpo.tracking.ui_app``).
 from __future__ import annotations
 
 import re
-import signal
-import subprocess
-import sys
 
 import pytest
 from mlflow.tracking import MlflowClient
 from tests.fixtures.runs import runs_by_kind
-from tests.ui.conftest import free_port
+from tests.ui.conftest import hpo_ui
 
 from hpo.tracking.store import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, runs_url
 
@@ -200,33 +197,19 @@ def test_the_study_experiment_is_marked_model_training_over_http(logged_study):
 
 
 @pytest.fixture
-def hpo_ui(logged_study, tmp_path):
+def hpo_ui_url(logged_study):
     """``hpo ui`` as a user starts it, on the store the study was logged to: its URL."""
     server, *_ = logged_study
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hpo", "ui", "--tracking-uri",
-         f"sqlite:///{server.root / 'mlflow.db'}", "--port", str(port)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for line in process.stdout:  # it says when the UI answers
-            if "ready after" in line:
-                break
-        else:
-            pytest.fail(f"hpo ui exited {process.wait()} without answering")
+    with hpo_ui(f"sqlite:///{server.root / 'mlflow.db'}") as url:
         yield url
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
 
 
-def test_from_the_root_url_the_study_opens_on_its_runs(page, logged_study, hpo_ui,
+def test_from_the_root_url_the_study_opens_on_its_runs(page, logged_study, hpo_ui_url,
                                                         artifacts_dir):
     """A fresh browser at ``hpo ui``'s root URL, one click on the study's experiment: the runs
     table with the study run, its rounds and their trials, without switching views."""
     _, experiment_id, kinds, _ = logged_study
-    page.goto(f"{hpo_ui}/")
+    page.goto(f"{hpo_ui_url}/")
     page.get_by_role("link", name=NAME, exact=True).first.click(timeout=90_000)
     page.wait_for_url(re.compile(rf"#/experiments/{experiment_id}"))
     run_link(page, NAME).wait_for(timeout=90_000)  # the runs table, not traces
