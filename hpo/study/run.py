@@ -240,6 +240,7 @@ def _open(spec: Spec, data: Dataset | None, *, tracking_uri: str | None, quiet: 
     else:
         study.run_id = past.study_run_id
         tracker.set_tags(study.run_id, {"hpo.resumed": "true"})
+        tracker.client.update_run(study.run_id, status="RUNNING")  # KILLED or FAILED before
         drop_unjournaled_runs(tracker, past)
     return study
 

@@ -22,7 +22,8 @@ from hpo.trial.status import TrialStatus
 __all__ = ["RoundWriter", "end_tags", "trial_label"]
 
 #: A test's way to kill the driver (a real SIGKILL) at the instant a crash hurts most: after the
-#: N-th trial's metrics reached MLflow, before its run is marked ended ("trial-metrics:N").
+#: metrics of round K's N-th trial to end reached MLflow, before its run is marked ended
+#: ("trial-metrics:K:N").
 CRASH_ENV = "HPO_TEST_SIGKILL_AT"
 
 
@@ -129,7 +130,7 @@ class RoundWriter:
         self.journal.append("trial_end", record=payload, steps=steps)
         self.tracker.flush(record.run_id, tags)
         self._ended += 1
-        _crash_point(f"trial-metrics:{self._ended}")
+        _crash_point(f"trial-metrics:{self.round}:{self._ended}")
         self.tracker.client.set_terminated(record.run_id, status=status)
 
 
