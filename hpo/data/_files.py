@@ -301,7 +301,8 @@ def read_csv(path: Path, target: str) -> tuple[np.ndarray, np.ndarray, tuple[str
         raise DataError(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    rows = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text))
+    rows = _rows(reader, path)
     header = next(rows, None)
     if not header:
         raise DataError(f"{path}: empty; expected a header row naming the columns")
@@ -345,6 +346,15 @@ def read_csv(path: Path, target: str) -> tuple[np.ndarray, np.ndarray, tuple[str
     x = np.asarray(x_rows, dtype=np.float32)  # (N, D)
     y, names = _labels_from_text(labels, path)
     return x, y, names
+
+
+def _rows(reader: Any, path: Path) -> Any:
+    """The csv reader's rows; its own errors (a field over 128 KiB, a NUL byte) name the file
+    and the line."""
+    try:
+        yield from reader
+    except csv.Error as exc:
+        raise DataError(f"{path}, line {reader.line_num}: not readable as csv ({exc})") from None
 
 
 def _quote(text: str) -> str:
