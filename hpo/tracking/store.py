@@ -221,11 +221,13 @@ def store_creation(uri: str) -> Iterator[None]:
     sqlite's own (POSIX) locks on it. A store that is no local sqlite file is left as it is.
     """
     path = sqlite_path(uri)
-    folder = path.parent if path is not None else None
-    if folder is None or not folder.is_dir():
-        yield  # MLflow says what is wrong with it
+    try:
+        lock = os.open(path.parent, os.O_RDONLY) if path is not None else None
+    except OSError:  # no such folder, or not readable: MLflow says what is wrong
+        lock = None
+    if path is None or lock is None:
+        yield
         return
-    lock = os.open(folder, os.O_RDONLY)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the descriptor closes
         try:
