@@ -1,0 +1,313 @@
+"""Many finished trials' MLflow runs in one transaction: the rows MLflow itself would write.
+
+Today a trial costs the driver four MLflow calls and several sqlite commits (``Tracker``:
+``create_run``, ``log_batch`` of its params, ``log_batch`` of every epoch's metrics and its end
+tags, ``set_terminated``): 25-35 ms a trial. ``BulkRuns.write`` writes a whole batch of ended
+trials in one transaction of multi-row inserts through MLflow's own SQLAlchemy store and ORM
+models: each trial is still its own run, with the rows those four calls would leave (``runs``,
+``tags``, ``params``, ``metrics``, ``latest_metrics``), computed the way
+``mlflow.store.tracking.sqlalchemy_store.SqlAlchemyStore`` of MLflow ``MLFLOW_VERSION`` computes
+them (``create_run``, ``log_batch``, ``update_run_info``). ``tests/tracking/test_bulk.py``
+holds the two ways against each other, row by row and through the client and the UI's REST API.
+
+Those internals are not MLflow's public API, so the bulk path refuses any other MLflow version
+(``BulkVersionError``). A store that is no local sqlite file (an MLflow server, PostgreSQL)
+gets the same ``write`` as one-by-one client calls.
+
+A run's id can be chosen before it is written (``new_run_id``), and ``write`` skips runs whose
+id is already in the store: the journal can name a trial's run before the write, and a driver
+killed mid-write writes the missing runs again on ``--resume`` without duplicating any.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpo.errors import RunError
+
+__all__ = ["MLFLOW_VERSION", "BulkRuns", "BulkVersionError", "TrialRun", "new_run_id"]
+
+#: The MLflow version whose SqlAlchemyStore the rows below copy (the one requirements.lock pins).
+MLFLOW_VERSION = "3.17.2"
+
+_RUN_NAME = "mlflow.runName"  # mlflow.utils.mlflow_tags.MLFLOW_RUN_NAME
+_PARENT = "mlflow.parentRunId"  # MLFLOW_PARENT_RUN_ID
+_USER = "mlflow.user"  # MLFLOW_USER
+_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")  # RunStatus
+_MAX_METRICS_PER_CALL = 1000  # MLflow's log_batch limit, for the one-by-one path
+_IN_CHUNK = 500  # ids per "IN (...)" of the existing-runs query
+
+
+class BulkVersionError(RunError):
+    """The installed MLflow is not the one the bulk path was written for."""
+
+
+def new_run_id() -> str:
+    """A run id as MLflow makes one (``uuid.uuid4().hex``), to name a run before it is written."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialRun:
+    """One ended trial's run, as ``Tracker`` would write it over the trial's life.
+
+    ``tags`` are the run's tags at its start (``create_run``; ``mlflow.runName`` and
+    ``mlflow.parentRunId`` are added as the client adds them), ``end_tags`` those logged with
+    the metrics at its end (``log_batch``), which override them (e.g. ``hpo.status``). Times are
+    milliseconds since the epoch. ``run_id``: chosen beforehand (``new_run_id``), else new.
+    """
+
+    name: str
+    start_time: int
+    end_time: int
+    status: str = "FINISHED"  # an ended RunStatus: FINISHED, FAILED or KILLED
+    parent_run_id: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)  # values as Tracker.start_run takes
+    #: (key, value, step, timestamp in ms) of every epoch, as ``Tracker.buffer_metrics`` holds
+    metrics: Sequence[tuple[str, float, int, int]] = ()
+    tags: Mapping[str, Any] = field(default_factory=dict)
+    end_tags: Mapping[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.name:
+            problems.append(f"`name` must be a non-empty run name, but got {self.name!r}")
+        if self.status not in _STATUSES:
+            problems.append(f"`status` must be one of {', '.join(_STATUSES)}, but got "
+                            f"{self.status!r}")
+        if _RUN_NAME in self.end_tags:
+            problems.append(f"`end_tags` must not rename the run ({_RUN_NAME}); give `name`")
+        if self.tags.get(_RUN_NAME, self.name) != self.name:
+            problems.append(f"`tags` name the run {self.tags[_RUN_NAME]!r}, `name` "
+                            f"{self.name!r}: MLflow refuses both")
+        if self.run_id is not None and not (len(self.run_id) == 32 and _is_hex(self.run_id)):
+            problems.append(f"`run_id` must be 32 hex digits (new_run_id()), but got "
+                            f"{self.run_id!r}")
+        if problems:
+            raise ValueError(f"TrialRun {self.name!r}: " + "; ".join(problems))
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        int(text, 16)
+    except ValueError:
+        return False
+    return True
+
+
+class BulkRuns:
+    """Writes ended trials' runs into experiment ``experiment_id`` of the store ``uri``.
+
+    On a ``sqlite:`` store, one transaction per ``write``; elsewhere (``bulk`` is False) the
+    client calls ``Tracker`` makes, per run. Raises BulkVersionError on an MLflow other than
+    ``MLFLOW_VERSION`` (a sqlite store only: the client calls work on any version).
+    """
+
+    def __init__(self, uri: str, experiment_id: str) -> None:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+        from mlflow.tracking._tracking_service.utils import _get_store
+
+        from hpo.tracking.store import store_creation
+
+        self.uri, self.experiment_id = uri, str(experiment_id)
+        with store_creation(uri):
+            self.client = MlflowClient(tracking_uri=uri)
+        self.bulk = uri.startswith("sqlite:")
+        if not self.bulk:
+            return
+        if mlflow.__version__ != MLFLOW_VERSION:
+            raise BulkVersionError(
+                f"hpo's bulk MLflow writer (hpo/tracking/bulk.py) was written for MLflow "
+                f"{MLFLOW_VERSION}: it writes the rows of MLflow's SqlAlchemyStore itself, and "
+                f"this is MLflow {mlflow.__version__}. Install mlflow=={MLFLOW_VERSION} (as "
+                f"requirements.lock pins it), or check bulk.py against this version's "
+                f"mlflow/store/tracking/sqlalchemy_store.py (create_run, log_batch, "
+                f"update_run_info), run tests/tracking/test_bulk.py and raise MLFLOW_VERSION")
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        store = _get_store(uri)  # the client's own store object: one engine for the file
+        if type(store) is not SqlAlchemyStore:  # e.g. MLflow's workspaces: rows of their own
+            self.bulk = False
+            return
+        self.store = store
+
+    # -- the public surface -------------------------------------------------------------------
+    def write(self, trials: Sequence[TrialRun]) -> list[str]:
+        """Write each trial's run (one transaction on sqlite); their run ids, in order.
+
+        A trial whose ``run_id`` is already in the store is left as it is (written before a
+        crash): its id is returned all the same.
+        """
+        if not trials:
+            return []
+        if self.bulk:
+            return self._write_bulk(trials)
+        return [self._write_one(trial) for trial in trials]
+
+    # -- one transaction ----------------------------------------------------------------------
+    def _write_bulk(self, trials: Sequence[TrialRun]) -> list[str]:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+        from mlflow.store.tracking.dbmodels.models import (
+            SqlExperiment,
+            SqlLatestMetric,
+            SqlMetric,
+            SqlParam,
+            SqlRun,
+            SqlTag,
+        )
+        from sqlalchemy import insert, select
+
+        ids = [t.run_id or new_run_id() for t in trials]
+        rows = _Rows()
+        with self.store.ManagedSessionMaker(read_only=False) as session:
+            experiment = session.execute(
+                select(SqlExperiment.artifact_location, SqlExperiment.lifecycle_stage)
+                .where(SqlExperiment.experiment_id == int(self.experiment_id))).one_or_none()
+            if experiment is None:
+                raise MlflowException(f"No Experiment with id={self.experiment_id} exists",
+                                      INVALID_PARAMETER_VALUE)
+            if experiment.lifecycle_stage != "active":  # as create_run checks it
+                raise MlflowException(
+                    f"The experiment {self.experiment_id} must be in the 'active' state. "
+                    f"Current state is {experiment.lifecycle_stage}.", INVALID_PARAMETER_VALUE)
+            there = _existing(session, SqlRun, [t.run_id for t in trials if t.run_id])
+            for trial, run_id in zip(trials, ids):
+                if run_id not in there:
+                    there.add(run_id)  # the same id twice in one batch: written once
+                    rows.add(trial, run_id, int(self.experiment_id),
+                             experiment.artifact_location)
+            for model, table_rows in ((SqlRun, rows.runs), (SqlTag, rows.tags),
+                                      (SqlParam, rows.params), (SqlMetric, rows.metrics),
+                                      (SqlLatestMetric, rows.latest)):
+                if table_rows:
+                    session.execute(insert(model.__table__), table_rows)
+        return ids
+
+    # -- a store without the bulk path: Tracker's calls ---------------------------------------
+    def _write_one(self, trial: TrialRun) -> str:
+        from mlflow.entities import Metric, Param, RunTag
+
+        from hpo.tracking.store import _param_value
+
+        if trial.run_id is not None:
+            raise ValueError(f"TrialRun {trial.name!r}: a store without the bulk path "
+                             f"({self.uri}) makes its own run ids; give run_id=None")
+        tags = {str(k): str(v) for k, v in trial.tags.items()}
+        if trial.parent_run_id:
+            tags[_PARENT] = trial.parent_run_id
+        run = self.client.create_run(self.experiment_id, start_time=trial.start_time,
+                                     tags=tags, run_name=trial.name)
+        run_id = run.info.run_id
+        if trial.params:
+            self.client.log_batch(run_id, params=[Param(k, _param_value(v))
+                                                  for k, v in trial.params.items()])
+        metrics = [Metric(k, v, ts, step) for k, v, step, ts in trial.metrics]
+        end_tags = [RunTag(k, str(v)) for k, v in trial.end_tags.items()]
+        for i in range(0, max(len(metrics), 1), _MAX_METRICS_PER_CALL):
+            chunk = metrics[i:i + _MAX_METRICS_PER_CALL]
+            if chunk or (end_tags and i == 0):
+                self.client.log_batch(run_id, metrics=chunk, tags=end_tags if i == 0 else [])
+        self.client.set_terminated(run_id, status=trial.status, end_time=trial.end_time)
+        return run_id
+
+
+def _existing(session: Any, run_model: Any, ids: list[str]) -> set[str]:
+    from sqlalchemy import select
+
+    found: set[str] = set()
+    for i in range(0, len(ids), _IN_CHUNK):
+        found.update(session.scalars(select(run_model.run_uuid)
+                                     .where(run_model.run_uuid.in_(ids[i:i + _IN_CHUNK]))))
+    return found
+
+
+class _Rows:
+    """The rows of a batch's tables, each a dict of column values, as MLflow computes them."""
+
+    def __init__(self) -> None:
+        from mlflow.utils.validation import (
+            _validate_metric,
+            _validate_param,
+            _validate_param_keys_unique,
+            _validate_tag,
+        )
+
+        self.runs: list[dict[str, Any]] = []
+        self.tags: list[dict[str, Any]] = []
+        self.params: list[dict[str, Any]] = []
+        self.metrics: list[dict[str, Any]] = []
+        self.latest: list[dict[str, Any]] = []
+        self._validate_metric, self._validate_param = _validate_metric, _validate_param
+        self._validate_tag, self._params_unique = _validate_tag, _validate_param_keys_unique
+        self._checked: set[tuple[str, bool]] = set()  # (metric key, is an int) seen valid
+
+    def add(self, trial: TrialRun, run_id: str, experiment_id: int,
+            artifact_location: str) -> None:
+        from mlflow.entities import Param
+        from mlflow.utils.uri import append_to_uri_path
+
+        from hpo.tracking.store import _param_value
+
+        # create_run (MlflowClient -> SqlAlchemyStore): the run, RUNNING, with its start tags
+        tags = {str(k): str(v) for k, v in trial.tags.items()}
+        if trial.parent_run_id:
+            tags[_PARENT] = trial.parent_run_id
+        user_id = tags.get(_USER, "unknown")
+        tags.setdefault(_RUN_NAME, trial.name)
+        # log_batch: params (checked, cut to MLflow's length), then metrics, then the end tags
+        params = [self._validate_param(k, _param_value(v), path=f"params[{i}]")
+                  for i, (k, v) in enumerate(trial.params.items())]
+        self._params_unique([Param(p.key, p.value) for p in params])
+        for i, (key, value) in enumerate(trial.end_tags.items()):
+            tag = self._validate_tag(key, str(value), path=f"tags[{i}]")
+            tags[tag.key] = tag.value
+        # update_run_info (set_terminated): the end time and status
+        self.runs.append({
+            "run_uuid": run_id, "name": trial.name, "source_type": "UNKNOWN",
+            "source_name": "", "entry_point_name": "", "user_id": user_id,
+            "status": trial.status, "start_time": trial.start_time, "end_time": trial.end_time,
+            "deleted_time": None, "source_version": "", "lifecycle_stage": "active",
+            "artifact_uri": append_to_uri_path(artifact_location, run_id, "artifacts"),
+            "experiment_id": experiment_id,
+        })
+        self.tags.extend({"key": k, "value": v, "run_uuid": run_id} for k, v in tags.items())
+        self.params.extend({"key": p.key, "value": p.value, "run_uuid": run_id} for p in params)
+        self._add_metrics(trial, run_id)
+
+    def _add_metrics(self, trial: TrialRun, run_id: str) -> None:
+        """SqlAlchemyStore._log_metrics_once: one row per distinct (key, timestamp, step, value,
+        is_nan), NaN as 0 with is_nan, infinities as +-max float; latest_metrics: per key, the
+        metric with the greatest (step, timestamp, value), the first of equals."""
+        seen: set[tuple[str, int, int, float, bool]] = set()
+        latest: dict[str, dict[str, Any]] = {}
+        for i, (key, value, step, timestamp) in enumerate(trial.metrics):
+            value = float(value)  # as the client's convert_metric_value_to_float_if_possible
+            checked = (key, type(step) is int and type(timestamp) is int)
+            if checked not in self._checked or timestamp < 0:
+                self._validate_metric(key, value, timestamp, step, path=f"metrics[{i}]")
+                if checked[1]:
+                    self._checked.add(checked)
+            is_nan = math.isnan(value)
+            if is_nan:
+                value = 0.0
+            elif math.isinf(value):
+                value = 1.7976931348623157e308 if value > 0 else -1.7976931348623157e308
+            identity = (key, timestamp, step, value, is_nan)
+            if identity in seen:
+                continue
+            seen.add(identity)
+            row = {"key": key, "value": value, "timestamp": timestamp, "step": step,
+                   "is_nan": is_nan, "run_uuid": run_id}
+            self.metrics.append(row)
+            best = latest.get(key)
+            if best is None or (step, timestamp, value) > (best["step"], best["timestamp"],
+                                                             best["value"]):
+                latest[key] = row
+        self.latest.extend(latest.values())
