@@ -519,6 +519,15 @@ VARIANTS: tuple[C2F, ...] = (
     C2F(name="hpo tpe carry top 0.5", sampler="tpe", carry=True, top_fraction=0.5),
     C2F(name="hpo tpe carry 2 rounds", sampler="tpe", carry=True, rounds=2),
     C2F(name="hpo tpe carry 4 rounds", sampler="tpe", carry=True, rounds=4),
+    C2F(name="hpo tpe carry top 0.5 escalate", sampler="tpe", carry=True, top_fraction=0.5,
+        escalate=2.0),
+    C2F(name="hpo tpe carry top 0.5 4 rounds", sampler="tpe", carry=True, top_fraction=0.5,
+        rounds=4),
+    C2F(name="hpo tpe carry top 0.5 no early stop", sampler="tpe", carry=True,
+        top_fraction=0.5, early_stop=False),
+    C2F(name="hpo qmc", sampler="qmc"),
+    C2F(name="hpo tpe carry top 0.5 4 rounds no early stop", sampler="tpe", carry=True,
+        top_fraction=0.5, rounds=4, early_stop=False),
 )
 
 
@@ -533,7 +542,7 @@ def strategies(args: argparse.Namespace) -> dict[str, tuple[str, Callable[..., O
         out[v.name] = (v.describe(), lambda t, s, b, seed, v=v: run_c2f(t, s, b, seed, v))
     if args.only:
         out = {k: w for k, w in out.items() if k in args.only or k in ("random", "tpe", "hpo")}
-    return out
+    return {k: w for k, w in out.items() if k not in (args.skip or ())}
 
 
 def summarize(runs: list[dict[str, Any]], ref: dict[str, Any]) -> list[dict[str, Any]]:
@@ -701,6 +710,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="also the candidate changes to hpo's default (C2F variants)")
     p.add_argument("--only", nargs="+", default=None,
                    help="only these strategies (random, tpe and hpo always run)")
+    p.add_argument("--skip", nargs="+", default=None, help="leave out these strategies")
     p.add_argument("--real", dest="real", action="store_true", default=None,
                    help="run the real hpo.search on a subset (default: on, off with --quick)")
     p.add_argument("--no-real", dest="real", action="store_false")
@@ -773,7 +783,9 @@ def main(argv: list[str] | None = None) -> int:
            "machine": _bench.machine(), "reference": {str(t): ref[str(t)] for t in args.tasks},
            "strategies": labels, "summary": rows, "real": real,
            "anytime": {"grid_epochs": grid.tolist(), "budget": budget, "curves": curves},
-           "runs": runs, "wall_s": wall}
+           # per run: what it found and spent (traces and ranges stay out: megabytes)
+           "runs": [{k: v for k, v in r.items() if k not in ("trace", "rounds")} for r in runs],
+           "wall_s": wall}
     md, js = _bench.write_results(args.out, text, raw)
     print(text)
     print(f"written: {md}, {js}, {png}", file=sys.stderr)
