@@ -56,10 +56,20 @@ def drop_unjournaled_runs(tracker: Tracker, past: JournalState) -> None:
             run_id = run.info.run_id
             if run_id not in known:
                 tracker.client.delete_run(run_id)
-            elif run_id in ended and run.info.status not in ("FINISHED", "FAILED"):
+            elif run_id in ended and _unfinished(run, past.trials[ended[run_id]]):
                 _complete(tracker, past, ended[run_id])
             if run.data.tags.get("hpo.kind") == "round":
                 parents.append(run_id)
+
+
+def _unfinished(run: Any, record: Any) -> bool:
+    """Whether an ended trial's run may lack some of its end: not (yet) in the status the
+    journal gives it (RUNNING, or ended as a stop left it), or failed (then it is cheap to
+    look: failed trials are few)."""
+    from hpo.tracking.trials import end_tags
+
+    _, status = end_tags(record)
+    return run.info.status != status or status == "FAILED"
 
 
 def _complete(tracker: Tracker, past: JournalState, key: tuple[int, str]) -> None:

@@ -139,6 +139,9 @@ def _run_round(study: Study, k: int, ranges: dict[str, Distribution], before: Ro
                 prestart_warm_workers(spec)
         except BaseException as exc:  # a signal or an error: no trial's run left RUNNING
             best_effort(sink.abandon, callback.records.values(), stop_status(exc))
+            failure = sink.failure  # reached Tune's loop as a TuneError of its traceback
+            if isinstance(exc, Exception) and failure is not None and failure is not exc:
+                raise failure from exc
             raise
         sink.drain()  # every trial's MLflow run and journal line written before going on
     return round_run, journal.replay().round_records(k)

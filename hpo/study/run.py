@@ -160,6 +160,7 @@ def _stopped(study: Study, exc: BaseException, status: str) -> None:
 
 def _as_run_error(exc: Exception, study: Study) -> Exception:
     """What stopped the study, as one line: a full disk or a store gone is no bug of hpo's."""
+    exc = _underlying(exc)
     if isinstance(exc, HpoError):
         return exc
     text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
@@ -174,6 +175,17 @@ def _as_run_error(exc: Exception, study: Study) -> Exception:
         return RunError(f"the MLflow tracking store {study.tracker.uri} stopped answering "
                         f"({text or type(exc).__name__}); when it is back, resume the study "
                         f"with --resume")
+    return exc
+
+
+def _underlying(exc: Exception) -> Exception:
+    """Tune hands an error of its callbacks (the round writer's: a full disk, a store gone)
+    on as a TuneError of the traceback's text; the error itself is that one's context."""
+    from ray.tune.error import TuneError
+
+    while isinstance(exc, TuneError) and isinstance(exc.__cause__ or exc.__context__,
+                                                    Exception):
+        exc = exc.__cause__ or exc.__context__
     return exc
 
 

@@ -63,19 +63,26 @@ class RoundWriter:
         self.writer = Writer()
         self._steps: dict[str, list[int]] = {}  # trial id -> its epochs' MLflow steps
         self._ended = 0
+        self._closed: set[str] = set()  # the runs this writer ended (writer thread)
 
     def drain(self) -> None:
         self.writer.drain()
 
+    @property
+    def failure(self) -> BaseException | None:
+        """The write that failed (a full disk, a store gone), if one did."""
+        return self.writer.error
+
     def abandon(self, records: Iterable[TrialRecord], status: str) -> None:
         """The round stops (``status`` KILLED: a signal; FAILED: an error): the queued writes
-        go out, then the runs of the trials still running end with ``status``. Their
-        epochs are not written: ``--resume`` runs those trials again, into the same runs."""
+        go out, then the runs not ended (trials still running, or whose end could not be
+        written) end with ``status``. Their epochs are not written: ``--resume`` runs those
+        trials again, into the same runs."""
         try:
             self.writer.drain()
         finally:
             for record in records:
-                if not record.finished and record.run_id:
+                if record.run_id and record.run_id not in self._closed:
                     self.tracker.discard(record.run_id)
                     self.tracker.end_run(record.run_id, status)
 
@@ -132,6 +139,7 @@ class RoundWriter:
         self._ended += 1
         _crash_point(f"trial-metrics:{self.round}:{self._ended}")
         self.tracker.client.set_terminated(record.run_id, status=status)
+        self._closed.add(record.run_id)
 
 
 def _crash_point(name: str) -> None:

@@ -28,6 +28,11 @@ class Writer:
         self._queue: queue.Queue | None = None
         self._error: BaseException | None = None
 
+    @property
+    def error(self) -> BaseException | None:
+        """The write that failed, if one did."""
+        return self._error
+
     def write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Run ``fn(*args, **kwargs)`` on the writer thread, after every write queued before it."""
         if self._error is not None:

@@ -1,0 +1,151 @@
+"""A disk that fills up and a tracking server that goes away mid-round: `hpo search` stops with
+one clear line and exit 1, leaves no run RUNNING where the store can still be written, and
+`--resume` finishes the study exactly (one run per trial, every epoch once).
+
+The disk is a real one: a small tmpfs mounted for the test (root only; skipped otherwise),
+filled by the test mid-round. The server is a real `mlflow server`, killed mid-round and
+started again on the same store for the resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.study.test_interrupt_e2e import EPOCHS, TRIALS, Driver, _study, events
+
+pytestmark = pytest.mark.slow
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 180) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of Ray outlived the driver
+
+
+def _one_clear_line(err: str, starts: str) -> None:
+    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("round ")]  # progress
+    assert lines[-1].startswith(starts), err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert len(lines) <= 3, err[-3000:]
+
+
+def _resume_exactly(drv: Driver, extra: list[str] = ()) -> None:
+    done = subprocess.run([sys.executable, "-m", "hpo", *drv.args, *extra, "--resume"],
+                          cwd=drv.tmp, env=drv.env, capture_output=True, text=True,
+                          timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client, runs = drv.runs()
+    kinds = sorted(r.data.tags["hpo.kind"] for r in runs)
+    assert kinds == ["round", "study", *["trial"] * TRIALS]
+    for r in runs:
+        assert r.info.status == "FINISHED"
+        if r.data.tags["hpo.kind"] == "trial":
+            steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_accuracy")]
+            assert steps == list(range(1, EPOCHS + 1))
+    ends = [e for e in events(drv.journal) if e["event"] == "trial_end"]
+    assert len(ends) == TRIALS and events(drv.journal)[-1]["event"] == "study_end"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with open(filler, "wb") as fh, contextlib.suppress(OSError):
+        while True:
+            fh.write(b"\0" * (1 << 20))
+            fh.flush()
+    return filler
+
+
+def test_a_full_disk_mid_round_stops_cleanly_and_resume_finishes(tmp_path, small_disk):
+    drv = Driver(tmp_path, "full", _study("full", sampler="random", rounds=1))
+    drv.journal = small_disk / "hpo_runs" / "full" / "journal.jsonl"
+    drv.args += ["--study-root", str(small_disk / "hpo_runs")]  # the store stays writable
+    proc = drv.start()
+    drv.wait_mid_round(proc, 1, ended=2)
+    filler = _fill(small_disk)
+    rc = _stop(proc)
+    err = drv.err.read_text()
+    assert rc == 1, err[-3000:]
+    _one_clear_line(err, "hpo: error: the disk is full")
+    _, runs = drv.runs()
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+
+    filler.unlink()
+    _resume_exactly(drv)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _server(root: Path, port: int) -> subprocess.Popen:
+    """A real `mlflow server` on ``root``'s store, answering /health."""
+    command = [str(Path(sys.executable).parent / "mlflow"), "server",
+               "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+               "--artifacts-destination", str(root / "artifacts"),
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    with open(root / "server.log", "ab") as log:
+        proc = subprocess.Popen(command, cwd=root, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
+        with contextlib.suppress(OSError), urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/health", timeout=2):
+            return proc
+        time.sleep(0.5)
+    pytest.fail("mlflow server never answered")
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_the_tracking_server_gone_mid_round_stops_cleanly_and_resume_finishes(tmp_path):
+    port = _free_port()
+    server = _server(tmp_path, port)
+    try:
+        drv = Driver(tmp_path, "gone", _study("gone", sampler="random", rounds=1))
+        drv.uri = f"http://127.0.0.1:{port}"
+        drv.args[drv.args.index("--tracking-uri") + 1] = drv.uri
+        proc = drv.start()
+        drv.wait_mid_round(proc, 1, ended=2)
+        _kill(server)
+        rc = _stop(proc)
+        err = drv.err.read_text()
+        assert rc == 1, err[-3000:]
+        _one_clear_line(err, f"hpo: error: the MLflow tracking store {drv.uri} stopped answering")
+
+        server = _server(tmp_path, port)  # the same store, back
+        _resume_exactly(drv)
+    finally:
+        _kill(server)
