@@ -154,15 +154,8 @@ class BulkRuns:
     def _write_bulk(self, trials: Sequence[TrialRun]) -> list[str]:
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-        from mlflow.store.tracking.dbmodels.models import (
-            SqlExperiment,
-            SqlLatestMetric,
-            SqlMetric,
-            SqlParam,
-            SqlRun,
-            SqlTag,
-        )
-        from sqlalchemy import insert, select
+        from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlRun
+        from sqlalchemy import select
 
         ids = [t.run_id or new_run_id() for t in trials]
         rows = _Rows()
@@ -183,11 +176,11 @@ class BulkRuns:
                     there.add(run_id)  # the same id twice in one batch: written once
                     rows.add(trial, run_id, int(self.experiment_id),
                              experiment.artifact_location)
-            for model, table_rows in ((SqlRun, rows.runs), (SqlTag, rows.tags),
-                                      (SqlParam, rows.params), (SqlMetric, rows.metrics),
-                                      (SqlLatestMetric, rows.latest)):
+            connection = session.connection()
+            for sql, table_rows in rows.inserts():
                 if table_rows:
-                    session.execute(insert(model.__table__), table_rows)
+                    # the driver's executemany: SQLAlchemy's per-row work took most of the time
+                    connection.exec_driver_sql(sql, table_rows)
         return ids
 
     # -- a store without the bulk path: Tracker's calls ---------------------------------------
@@ -228,8 +221,41 @@ def _existing(session: Any, run_model: Any, ids: list[str]) -> set[str]:
     return found
 
 
+#: The columns each insert fills, by MLflow's ORM model; a model with other columns (another
+#: MLflow) is refused when the first batch is made, naming the table.
+_COLUMNS: dict[str, tuple[str, ...]] = {
+    "SqlRun": ("run_uuid", "name", "source_type", "source_name", "entry_point_name", "user_id",
+               "status", "start_time", "end_time", "deleted_time", "source_version",
+               "lifecycle_stage", "artifact_uri", "experiment_id"),
+    "SqlTag": ("key", "value", "run_uuid"),
+    "SqlParam": ("key", "value", "run_uuid"),
+    "SqlMetric": ("key", "value", "timestamp", "step", "is_nan", "run_uuid"),
+    "SqlLatestMetric": ("key", "value", "timestamp", "step", "is_nan", "run_uuid"),
+}
+
+
+def _insert_statements() -> list[str]:
+    """``INSERT INTO <table> (<columns>) VALUES (?, ...)`` per model, in _COLUMNS' order (runs
+    first: the other rows refer to them)."""
+    from mlflow.store.tracking.dbmodels import models
+
+    statements = []
+    for model_name, columns in _COLUMNS.items():
+        table = getattr(models, model_name).__table__
+        if set(table.columns.keys()) != set(columns):
+            raise BulkVersionError(
+                f"MLflow's {model_name} ({table.name}) has the columns "
+                f"{sorted(table.columns.keys())}, the bulk writer fills {sorted(columns)}: it "
+                f"was written for MLflow {MLFLOW_VERSION}")
+        statements.append(f"INSERT INTO {table.name} ({', '.join(columns)}) "
+                          f"VALUES ({', '.join('?' * len(columns))})")
+    return statements
+
+
 class _Rows:
-    """The rows of a batch's tables, each a dict of column values, as MLflow computes them."""
+    """The rows of a batch's tables as tuples in _COLUMNS' order, as MLflow computes them."""
+
+    _statements: list[str] | None = None
 
     def __init__(self) -> None:
         from mlflow.utils.validation import (
@@ -239,14 +265,20 @@ class _Rows:
             _validate_tag,
         )
 
-        self.runs: list[dict[str, Any]] = []
-        self.tags: list[dict[str, Any]] = []
-        self.params: list[dict[str, Any]] = []
-        self.metrics: list[dict[str, Any]] = []
-        self.latest: list[dict[str, Any]] = []
+        self.runs: list[tuple] = []
+        self.tags: list[tuple] = []
+        self.params: list[tuple] = []
+        self.metrics: list[tuple] = []
+        self.latest: list[tuple] = []
         self._validate_metric, self._validate_param = _validate_metric, _validate_param
         self._validate_tag, self._params_unique = _validate_tag, _validate_param_keys_unique
-        self._checked: set[tuple[str, bool]] = set()  # (metric key, is an int) seen valid
+        self._checked: set[str] = set()  # metric keys seen valid
+
+    def inserts(self) -> list[tuple[str, list[tuple]]]:
+        if _Rows._statements is None:
+            _Rows._statements = _insert_statements()
+        return list(zip(_Rows._statements, (self.runs, self.tags, self.params, self.metrics,
+                                            self.latest)))
 
     def add(self, trial: TrialRun, run_id: str, experiment_id: int,
             artifact_location: str) -> None:
@@ -269,45 +301,38 @@ class _Rows:
             tag = self._validate_tag(key, str(value), path=f"tags[{i}]")
             tags[tag.key] = tag.value
         # update_run_info (set_terminated): the end time and status
-        self.runs.append({
-            "run_uuid": run_id, "name": trial.name, "source_type": "UNKNOWN",
-            "source_name": "", "entry_point_name": "", "user_id": user_id,
-            "status": trial.status, "start_time": trial.start_time, "end_time": trial.end_time,
-            "deleted_time": None, "source_version": "", "lifecycle_stage": "active",
-            "artifact_uri": append_to_uri_path(artifact_location, run_id, "artifacts"),
-            "experiment_id": experiment_id,
-        })
-        self.tags.extend({"key": k, "value": v, "run_uuid": run_id} for k, v in tags.items())
-        self.params.extend({"key": p.key, "value": p.value, "run_uuid": run_id} for p in params)
+        self.runs.append((
+            run_id, trial.name, "UNKNOWN", "", "", user_id, trial.status, trial.start_time,
+            trial.end_time, None, "", "active",
+            append_to_uri_path(artifact_location, run_id, "artifacts"), experiment_id))
+        self.tags.extend((k, v, run_id) for k, v in tags.items())
+        self.params.extend((p.key, p.value, run_id) for p in params)
         self._add_metrics(trial, run_id)
 
     def _add_metrics(self, trial: TrialRun, run_id: str) -> None:
         """SqlAlchemyStore._log_metrics_once: one row per distinct (key, timestamp, step, value,
         is_nan), NaN as 0 with is_nan, infinities as +-max float; latest_metrics: per key, the
         metric with the greatest (step, timestamp, value), the first of equals."""
-        seen: set[tuple[str, int, int, float, bool]] = set()
-        latest: dict[str, dict[str, Any]] = {}
+        seen: set[tuple[str, float, int, int, bool]] = set()
+        latest: dict[str, tuple[str, float, int, int, bool, str]] = {}
+        checked, isnan, isinf = self._checked, math.isnan, math.isinf
         for i, (key, value, step, timestamp) in enumerate(trial.metrics):
             value = float(value)  # as the client's convert_metric_value_to_float_if_possible
-            checked = (key, type(step) is int and type(timestamp) is int)
-            if checked not in self._checked or timestamp < 0:
+            if key not in checked or type(step) is not int or type(timestamp) is not int \
+                    or timestamp < 0:
                 self._validate_metric(key, value, timestamp, step, path=f"metrics[{i}]")
-                if checked[1]:
-                    self._checked.add(checked)
-            is_nan = math.isnan(value)
+                checked.add(key)
+            is_nan = isnan(value)
             if is_nan:
                 value = 0.0
-            elif math.isinf(value):
+            elif isinf(value):
                 value = 1.7976931348623157e308 if value > 0 else -1.7976931348623157e308
-            identity = (key, timestamp, step, value, is_nan)
-            if identity in seen:
+            row = (key, value, timestamp, step, is_nan, run_id)
+            if row in seen:
                 continue
-            seen.add(identity)
-            row = {"key": key, "value": value, "timestamp": timestamp, "step": step,
-                   "is_nan": is_nan, "run_uuid": run_id}
+            seen.add(row)
             self.metrics.append(row)
             best = latest.get(key)
-            if best is None or (step, timestamp, value) > (best["step"], best["timestamp"],
-                                                             best["value"]):
+            if best is None or (step, timestamp, value) > (best[3], best[2], best[1]):
                 latest[key] = row
         self.latest.extend(latest.values())
