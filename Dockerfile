@@ -38,8 +38,9 @@ RUN pip install --no-deps /opt/hpo \
     && cp -r /opt/hpo/search_spaces /work/search_spaces \
     && chown -R hpo:hpo /work /mlflow
 
-# Nothing here runs as root. No secret is baked in: the Ray token arrives at run time through
-# the environment (docker-compose's env_file .ray.env).
+# Nothing here runs as root. No secret is baked in: the Ray token and the MLflow logins arrive
+# at run time through the environment, each service's own (docker-compose's env_file, from the
+# folder docker/make-token.sh writes).
 USER hpo
 WORKDIR /work
 ENTRYPOINT ["hpo-entrypoint"]
