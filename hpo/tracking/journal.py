@@ -84,6 +84,8 @@ class Journal:
                     written += os.write(fd, line[written:])
                 os.fsync(fd)
                 self._whole = True
+            except OSError as exc:  # os.write names no file: a full disk's message should
+                raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
             finally:
                 os.close(fd)
 
