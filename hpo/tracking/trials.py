@@ -63,6 +63,7 @@ class RoundWriter:
         self.writer = Writer()
         self._steps: dict[str, list[int]] = {}  # trial id -> its epochs' MLflow steps
         self._ended = 0
+        self._ending: set[str] = set()  # the trials handed to ``ended`` here (driver thread)
         self._closed: set[str] = set()  # the runs this writer ended (writer thread)
 
     def drain(self) -> None:
@@ -82,7 +83,9 @@ class RoundWriter:
             self.writer.drain()
         finally:
             for record in records:
-                if record.run_id and record.run_id not in self._closed:
+                # not the trials that ended before a resume: their runs are ended already
+                ours = not record.finished or record.trial_id in self._ending
+                if ours and record.run_id and record.run_id not in self._closed:
                     self.tracker.discard(record.run_id)
                     self.tracker.end_run(record.run_id, status)
 
@@ -107,6 +110,7 @@ class RoundWriter:
 
     def ended(self, record: TrialRecord) -> None:
         tags, status = end_tags(record)
+        self._ending.add(record.trial_id)
         steps = self._steps.pop(record.trial_id, [])
         self.writer.write(self._end_run, record, tags, status, record.to_json(), steps)
 
