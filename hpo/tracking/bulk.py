@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from hpo.errors import RunError
 
-__all__ = ["MLFLOW_VERSION", "BulkRuns", "BulkVersionError", "TrialRun", "new_run_id"]
+__all__ = ["MLFLOW_VERSION", "BulkRuns", "BulkVersionError", "TrialRun", "metric_history",
+           "new_run_id"]
 
 #: The MLflow version whose SqlAlchemyStore the rows below copy (the one requirements.lock pins).
 MLFLOW_VERSION = "3.17.2"
@@ -49,6 +50,16 @@ class BulkVersionError(RunError):
 def new_run_id() -> str:
     """A run id as MLflow makes one (``uuid.uuid4().hex``), to name a run before it is written."""
     return uuid.uuid4().hex
+
+
+def metric_history(epochs: Iterable[tuple[int, int, Mapping[str, Any]]],
+                   ) -> list[tuple[str, float, int, int]]:
+    """``TrialRun.metrics`` from a trial's epochs, each (step, time in ms, metrics): what
+    ``Tracker.buffer_metrics`` keeps of them (finite numbers; no bools)."""
+    return [(key, float(value), step, timestamp) for step, timestamp, metrics in epochs
+            for key, value in metrics.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value)]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -28,7 +28,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from hpo.tracking import store as store_module
-from hpo.tracking.bulk import MLFLOW_VERSION, BulkRuns, BulkVersionError, TrialRun, new_run_id
+from hpo.tracking.bulk import (
+    MLFLOW_VERSION,
+    BulkRuns,
+    BulkVersionError,
+    TrialRun,
+    metric_history,
+    new_run_id,
+)
 from hpo.tracking.store import Tracker
 
 TRIALS, EPOCHS = 20, 10
@@ -56,7 +63,7 @@ class Spec:
     end: int
 
     def trial_run(self, parent: str, run_id: str | None = None) -> TrialRun:
-        metrics = [(k, float(v), step, ts) for step, ts, m in self.epochs for k, v in m.items()]
+        metrics = metric_history(self.epochs)
         return TrialRun(name=self.name, start_time=self.start, end_time=self.end,
                         status=self.status, parent_run_id=parent, params=self.params,
                         metrics=metrics, tags=self.tags, end_tags=self.end_tags, run_id=run_id)
@@ -73,6 +80,9 @@ def study_specs() -> list[Spec]:
             acc = min(0.99, 0.5 + 0.05 * e + rng.random() * 0.01)
             metrics = {k: rng.random() for k in KEYS}
             metrics.update(train_accuracy=acc, val_accuracy=acc - 0.02, gap=0.02, diverged=0.0)
+            if i == 3 and e == 4:  # what Tracker does not log: not a finite number
+                metrics.update(val_loss=float("nan"), train_loss=float("inf"), lucky=True,
+                               note="x")
             # two epochs in one millisecond (short trials do that), else 40 ms apart
             epochs.append((e, start + 40 * (e + 1) - (40 if e == 2 else 0), metrics))
         params = {"lr": 10 ** rng.uniform(-4, -1), "weight_decay": 10 ** rng.uniform(-6, -2),
@@ -217,7 +227,7 @@ def table_rows(uri: str) -> dict[str, list[tuple]]:
 def test_the_bulk_store_holds_the_rows_mlflow_writes(stores, specs):
     one, bulk = (table_rows(uri) for uri in stores)
     assert len(one["runs"]) == TRIALS + 1
-    assert len(one["metrics"]) == sum(len(s.epochs) * len(KEYS) for s in specs)
+    assert len(one["metrics"]) == sum(len(s.epochs) * len(KEYS) for s in specs) - 2
     for table in one:
         assert bulk[table] == one[table], table
 
@@ -266,6 +276,7 @@ def test_mlflow_client_reads_the_same_study(stores, specs):
     assert trial["tags"]["mlflow.parentRunId"] == "round 1"
     assert trial["tags"]["hpo.status"] == "finished"
     assert [len(h) for h in trial["history"].values()] == [EPOCHS] * len(KEYS)
+    assert len(one[specs[3].name]["history"]["val_loss"]) == EPOCHS - 1  # its NaN is not logged
 
 
 # -- writing again, run ids, the version pin ------------------------------------------------------
@@ -283,7 +294,7 @@ def test_a_run_already_written_is_not_written_again(tmp_path, specs):
     runs = tracker.client.search_runs([tracker.experiment_id], max_results=1000)
     assert sorted(r.info.run_id for r in runs) == sorted(ids)
     rows = table_rows(uri)
-    assert len(rows["metrics"]) == sum(len(s.epochs) * len(KEYS) for s in specs)
+    assert len(rows["metrics"]) == sum(len(s.epochs) * len(KEYS) for s in specs) - 2
 
 
 def test_a_trial_run_checks_itself():
@@ -402,3 +413,31 @@ def test_the_ui_rest_api_serves_the_same_study(stores, tmp_path):
         run["info"].pop("artifact_uri")
         one[name]["info"].pop("artifact_uri")
         assert run == one[name], name
+
+
+def test_odd_metrics_make_the_rows_log_batch_makes(tmp_path):
+    """NaN, infinities, a repeated point, steps out of order, one step twice: the rows of
+    MlflowClient.log_batch on one run, those of BulkRuns on another, in one store."""
+    from mlflow.entities import Metric
+
+    uri = f"sqlite:///{tmp_path / 'odd.db'}"
+    tracker = Tracker(uri, EXPERIMENT)
+    experiment_id = tracker.ensure_experiment()
+    nan, inf = float("nan"), float("inf")
+    points = [("a", 1.0, 5, T0 + 5), ("a", 2.0, 3, T0 + 9), ("a", 1.0, 5, T0 + 5),
+              ("b", nan, 0, T0), ("b", inf, 1, T0 + 1), ("b", -inf, 2, T0 + 2),
+              ("c", 0.5, 7, T0 + 3), ("c", 0.25, 7, T0 + 4), ("c", 0.75, 7, T0 + 4),
+              ("d", nan, 4, T0), ("d", 0.0, 4, T0)]
+    client = tracker.client
+    run = client.create_run(experiment_id, start_time=T0, run_name="client")
+    client.log_batch(run.info.run_id, metrics=[Metric(k, v, ts, s) for k, v, s, ts in points])
+    client.set_terminated(run.info.run_id, end_time=T0 + 10)
+    BulkRuns(uri, experiment_id).write([TrialRun(name="bulk", start_time=T0, end_time=T0 + 10,
+                                                 metrics=points)])
+    rows = table_rows(uri)
+    for table in ("metrics", "latest_metrics", "runs", "tags"):
+        mine = [r for r in rows[table] if "<bulk>" in r]
+        theirs = [tuple(c.replace("client", "bulk") if isinstance(c, str) else c for c in r)
+                  for r in rows[table] if "<client>" in r]
+        assert sorted(mine, key=repr) == sorted(theirs, key=repr), table
+    assert len([r for r in rows["metrics"] if "<bulk>" in r]) == len(points) - 1
