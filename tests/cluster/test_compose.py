@@ -23,6 +23,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -85,9 +86,28 @@ def base_image_present() -> bool:
     return run([DOCKER, "image", "inspect", BASE_IMAGE], timeout=60).returncode == 0
 
 
+def dockerd_pids() -> set[int]:
+    found = run(["pgrep", "-x", "dockerd"], timeout=30)
+    return {int(pid) for pid in found.stdout.split()}
+
+
 @pytest.fixture(scope="module")
-def docker() -> None:
-    """Docker, docker-compose and the base image, set up here if this machine lacks them."""
+def docker() -> Iterator[None]:
+    """Docker, docker-compose and the base image, set up here if this machine lacks them; a
+    Docker daemon started here is stopped when the module's tests end."""
+    before = dockerd_pids()
+    try:
+        _set_up_docker()
+        yield
+    finally:
+        for pid in dockerd_pids() - before:
+            os.kill(pid, signal.SIGTERM)  # dockerd stops its containers and containerd
+        deadline = time.monotonic() + 60
+        while dockerd_pids() - before and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+
+def _set_up_docker() -> None:
     if docker_works() is None and not base_image_present():
         run([DOCKER, "pull", BASE_IMAGE], timeout=300)  # a machine with a registry
     if docker_works() is not None or not base_image_present():
