@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,20 +149,26 @@ class BulkRuns:
         self.store = store
 
     # -- the public surface -------------------------------------------------------------------
-    def write(self, trials: Sequence[TrialRun]) -> list[str]:
+    def write(self, trials: Sequence[TrialRun], *,
+              before_commit: Callable[[], None] | None = None) -> list[str]:
         """Write each trial's run (one transaction on sqlite); their run ids, in order.
 
         A trial whose ``run_id`` is already in the store is left as it is (written before a
-        crash): its id is returned all the same.
+        crash): its id is returned all the same. ``before_commit`` is called inside the
+        transaction once every row is in (a test's crash point); an exception from it rolls
+        the whole batch back. The one-by-one path calls it before its first write.
         """
         if not trials:
             return []
         if self.bulk:
-            return self._write_bulk(trials)
+            return self._write_bulk(trials, before_commit)
+        if before_commit is not None:
+            before_commit()
         return [self._write_one(trial) for trial in trials]
 
     # -- one transaction ----------------------------------------------------------------------
-    def _write_bulk(self, trials: Sequence[TrialRun]) -> list[str]:
+    def _write_bulk(self, trials: Sequence[TrialRun],
+                    before_commit: Callable[[], None] | None) -> list[str]:
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
         from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlRun
@@ -192,6 +198,8 @@ class BulkRuns:
                 if table_rows:
                     # the driver's executemany: SQLAlchemy's per-row work took most of the time
                     connection.exec_driver_sql(sql, table_rows)
+            if before_commit is not None:
+                before_commit()
         return ids
 
     # -- a store without the bulk path: Tracker's calls ---------------------------------------

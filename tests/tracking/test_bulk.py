@@ -441,3 +441,59 @@ def test_odd_metrics_make_the_rows_log_batch_makes(tmp_path):
                   for r in rows[table] if "<client>" in r]
         assert sorted(mine, key=repr) == sorted(theirs, key=repr), table
     assert len([r for r in rows["metrics"] if "<bulk>" in r]) == len(points) - 1
+
+
+KILLED_WRITER = """
+import json, os, signal, sys
+sys.path.insert(0, {root!r})
+from tests.tracking.test_bulk import study_specs
+from hpo.tracking.bulk import BulkRuns
+uri, experiment_id, ids, kill_at = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+specs = study_specs()
+bulk = BulkRuns(uri, experiment_id)
+bulk.write([s.trial_run("", i) for s, i in zip(specs[:4], ids[:4])])  # one batch committed
+kill = lambda: os.kill(os.getpid(), signal.SIGKILL)
+bulk.write([s.trial_run("", i) for s, i in zip(specs[4:], ids[4:])],
+           before_commit=kill if kill_at == "before-commit" else None)
+if kill_at == "after-commit":
+    kill()
+"""
+
+
+@pytest.mark.parametrize("kill_at", ["before-commit", "after-commit"])
+def test_a_write_again_after_a_sigkill_leaves_one_run_per_trial(tmp_path, specs, kill_at):
+    """A driver killed in a batch's transaction (or just after its commit) and resumed: the
+    resume writes every journaled trial again, with its journaled run id."""
+    uri = f"sqlite:///{tmp_path / 'killed.db'}"
+    tracker = Tracker(uri, EXPERIMENT)
+    experiment_id = tracker.ensure_experiment()
+    ids = [new_run_id() for _ in specs]
+    root = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run([sys.executable, "-c", KILLED_WRITER.format(root=root), uri,
+                           experiment_id, json.dumps(ids), kill_at], check=False, cwd=root)
+    assert done.returncode == -9  # SIGKILL
+
+    def there() -> list[str]:
+        return sorted(r.info.run_id for r in tracker.client.search_runs(
+            [experiment_id], max_results=1000))
+
+    assert there() == sorted(ids[:4] if kill_at == "before-commit" else ids)
+    BulkRuns(uri, experiment_id).write([s.trial_run("", i) for s, i in zip(specs, ids)])
+    assert there() == sorted(ids)
+    assert len(table_rows(uri)["metrics"]) == sum(len(s.epochs) * len(KEYS) for s in specs) - 2
+
+
+def test_an_error_before_the_commit_writes_nothing(tmp_path, specs):
+    from mlflow.exceptions import MlflowException
+
+    uri = f"sqlite:///{tmp_path / 'error.db'}"
+    tracker = Tracker(uri, EXPERIMENT)
+    bulk = BulkRuns(uri, tracker.ensure_experiment())
+
+    def fail() -> None:
+        raise RuntimeError("disk full")
+
+    with pytest.raises(MlflowException, match="disk full"):
+        bulk.write([s.trial_run("") for s in specs], before_commit=fail)
+    assert tracker.client.search_runs([tracker.experiment_id]) == []
+    assert len(bulk.write([s.trial_run("") for s in specs])) == TRIALS
