@@ -95,11 +95,11 @@ def run_study(
 
 def _run_study(spec: Spec, *, address: str | None, tracking_uri: str | None, quiet: bool,
                force: bool, resume: bool, study_root: str | Path) -> StudyResult:
+    data = prepare(spec)  # input errors (exit 2) before anything is logged, or Ray imported
     import ray
 
     from hpo.execution.cluster import check_reachable, start_ray
 
-    data = prepare(spec)  # input errors (exit 2) before anything is logged
     check_reachable(address)  # ray.init would retry for minutes, after the study run is written
     lock = StudyLock(_study_folder(spec, study_root)).acquire()  # one driver per study
     try:
