@@ -76,7 +76,7 @@ class Journal:
         with self._lock:
             if not self._whole:
                 self._read()  # cuts off a torn last line, so this event starts a line
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # private, as its 0700 folder
             try:
                 self._whole = False  # until the whole line is on disk
                 written = os.write(fd, line)  # one write: the line whole, or a torn last line
