@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.study.test_interrupt_e2e import EPOCHS, TRIALS, Driver, _study, events
+from tests.fixtures.journal import events
+from tests.study.test_interrupt_e2e import EPOCHS, TRIALS, Driver, _study
 
 pytestmark = pytest.mark.slow
 

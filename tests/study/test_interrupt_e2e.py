@@ -7,7 +7,6 @@ cut trials RUNNING in MLflow forever); SIGTERM aborted with exit 134.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import signal
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from tests.fixtures.journal import events
 
 from hpo.config.spec import load_spec
 from hpo.execution.round import _searcher
@@ -39,18 +39,6 @@ def _study(name: str, *, sampler: str, rounds: int) -> dict:
         "search": {"rounds": rounds, "trials_per_round": TRIALS, "sampler": sampler},
         "sanity": {"enabled": False},
     }
-
-
-def events(journal: Path) -> list[dict]:
-    if not journal.exists():
-        return []
-    out = []
-    for line in journal.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return out
 
 
 def count(evts: list[dict], kind: str, k: int | None = None) -> int:

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from tests.fixtures.journal import events
 
 from hpo.tracking.trials import CRASH_ENV
 
@@ -28,18 +27,6 @@ STUDY = {
     "search": {"rounds": ROUNDS, "trials_per_round": TRIALS},
     "sanity": {"enabled": False},
 }
-
-
-def events(journal: Path) -> list[dict]:
-    if not journal.exists():
-        return []
-    out = []
-    for line in journal.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return out
 
 
 def finished_in_round(evts: list[dict], k: int) -> set[str]:

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
+from tests.ui.conftest import hpo_ui
 
 from hpo.tracking import store as store_module
 from hpo.tracking.bulk import (
@@ -330,27 +331,6 @@ def test_another_mlflow_version_is_refused_by_name(tmp_path, monkeypatch):
 # -- the UI's REST API, and the fallback for a server --------------------------------------------
 
 
-@contextmanager
-def served(uri: str, cwd: Path) -> Iterator[str]:
-    """``hpo ui`` on ``uri``, as a user starts it; its base URL once it answers."""
-    from tests.ui.conftest import free_port
-
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "hpo", "ui", "--tracking-uri", uri,
-                                "--port", str(port)], cwd=cwd,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        for line in process.stdout:
-            if "ready after" in line:
-                break
-        else:
-            raise RuntimeError(f"hpo ui exited {process.wait()} without answering")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.send_signal(2)  # SIGINT: Ctrl-C
-        process.wait(timeout=30)
-
-
 def rest(base: str, path: str, body: dict | None = None, **query: Any) -> dict:
     url = f"{base}/ajax-api/2.0/mlflow/{path}"
     if query:
@@ -398,11 +378,11 @@ def ui_view(base: str) -> dict[str, Any]:
 @pytest.mark.slow
 def test_the_ui_rest_api_serves_the_same_study(stores, tmp_path):
     one_uri, bulk_uri = stores
-    with served(one_uri, tmp_path) as one_base, served(bulk_uri, tmp_path) as bulk_base:
+    with hpo_ui(one_uri, cwd=tmp_path) as one_base, hpo_ui(bulk_uri, cwd=tmp_path) as bulk_base:
         one, bulk = ui_view(one_base), ui_view(bulk_base)
         empty = tmp_path / "server"
         empty.mkdir()
-        with served(f"sqlite:///{empty / 'mlflow.db'}", empty) as server:
+        with hpo_ui(f"sqlite:///{empty / 'mlflow.db'}", cwd=empty) as server:
             write_bulk(server, study_specs())  # BulkRuns on a server: the client's calls
             over_http = ui_view(server)
     assert len(one) == TRIALS + 1

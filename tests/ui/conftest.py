@@ -125,12 +125,13 @@ class MlflowServer:
 
 
 @contextlib.contextmanager
-def hpo_ui(store_uri: str) -> Iterator[str]:
-    """``hpo ui`` on ``store_uri``, started as a user starts it: its URL once it says it
-    answers; stopped with Ctrl-C (SIGINT) at the end."""
+def hpo_ui(store_uri: str, cwd: Path | None = None) -> Iterator[str]:
+    """``hpo ui`` on ``store_uri``, started as a user starts it (in ``cwd``, where its artifact
+    proxy keeps ``mlartifacts/``): its URL once it says it answers; stopped with Ctrl-C (SIGINT)
+    at the end."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "hpo", "ui", "--tracking-uri", store_uri,
-                                "--port", str(port)],
+                                "--port", str(port)], cwd=cwd,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for line in process.stdout:
