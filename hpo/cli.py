@@ -111,6 +111,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         dists = spec.distributions()
         print(f"# valid: {len(dists)} searched parameter(s)"
               + (f": {', '.join(dists)}" if dists else ""), file=sys.stderr)
+        print(f"# strategy: {spec.strategy()}", file=sys.stderr)
         return 0
     if args.command == "search":
         from hpo.study.api import search

@@ -164,6 +164,20 @@ class Spec:
             adapt_regularization=self.gap.adapt_regularization,
         )
 
+    def strategy(self) -> str:
+        """The search this study runs, in a line (``hpo validate`` prints it)."""
+        s = self.search
+        if not self.distributions():
+            return "nothing searched: one trial"
+        sampling = {"random": "random sampling (the notes' method)",
+                    "qmc": "quasi-random (Sobol) sampling",
+                    "tpe": "TPE sampling, each round learning from the earlier rounds' trials"
+                    }[s.sampler]
+        early = ", ASHA stopping poor trials early" if s.scheduler == "asha" else ""
+        return (f"{s.rounds} round(s) x {s.trials_per_round} trials, {sampling}{early}; between "
+                f"rounds each range narrows to the best {s.top_fraction:.0%} of trials, or "
+                f"widens x{s.widen:g} when the best sits at its edge")
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved study (every default filled in), as YAML-ready plain data."""
         out: dict[str, Any] = {"name": self.name, "seed": self.seed}

@@ -40,8 +40,21 @@ def test_validate_prints_the_resolved_study_and_exits_0(tmp_path, capsys):
     assert resolved["train"]["lr"] == {"loguniform": [0.001, 0.1]}
     assert resolved["model"]["activation"] == {"choice": ["relu", "tanh"]}
     assert resolved["train"]["batch_size"] == 64  # defaults filled in
-    assert err.strip() == "# valid: 2 searched parameter(s): activation, lr"
+    assert err.splitlines()[0] == "# valid: 2 searched parameter(s): activation, lr"
+    assert err.splitlines()[1].startswith("# strategy: 1 round(s) x 2 trials, ")
     assert list(tmp_path.iterdir()) == [space]  # validate runs and writes nothing
+
+
+@pytest.mark.parametrize("sampler, says", [
+    ("random", "random sampling (the notes' method)"),
+    ("tpe", "TPE sampling, each round learning from the earlier rounds' trials"),
+])
+def test_validate_says_which_search_the_study_resolves_to(tmp_path, capsys, sampler, says):
+    study = {**STUDY, "search": {"rounds": 3, "trials_per_round": 16, "sampler": sampler}}
+    assert main(["validate", str(write(tmp_path / "space.yaml", study))]) == 0
+    assert capsys.readouterr().err.splitlines()[1] == (
+        f"# strategy: 3 round(s) x 16 trials, {says}; between rounds each range narrows to the "
+        f"best 25% of trials, or widens x10 when the best sits at its edge")
 
 
 def test_the_seed_option_reaches_the_study(tmp_path, capsys):
