@@ -526,6 +526,8 @@ VARIANTS: tuple[C2F, ...] = (
     C2F(name="hpo tpe carry top 0.5 no early stop", sampler="tpe", carry=True,
         top_fraction=0.5, early_stop=False),
     C2F(name="hpo qmc", sampler="qmc"),
+    C2F(name="hpo tpe 4 rounds", sampler="tpe", rounds=4),
+    C2F(name="hpo tpe top 0.5 4 rounds", sampler="tpe", top_fraction=0.5, rounds=4),
     C2F(name="hpo tpe carry top 0.5 4 rounds no early stop", sampler="tpe", carry=True,
         top_fraction=0.5, rounds=4, early_stop=False),
 )
