@@ -478,12 +478,17 @@ def regret(found: float, ref: Mapping[str, float]) -> float:
 # ----------------------------------------------------------------------------- the real hpo
 
 
-def run_real(space: str, task: int, seed: int, budget: int, root: Path, uri: str
-             ) -> dict[str, Any]:
-    """The real ``hpo.search`` on the study file, as a user's script calls it."""
+def run_real(space: str, task: int, seed: int, budget: int, root: Path, uri: str,
+             v: C2F = C2F()) -> dict[str, Any]:
+    """The real ``hpo.search`` on the study file, as a user's script calls it; a variant only
+    where the study file can say it (sampler, rounds, top_fraction, widen)."""
     import hpo
 
-    spec = parse_study(space, task=task, seed=seed, budget=budget)
+    if v.carry or v.epochs or v.asha or v.escalate or not v.early_stop:
+        raise ValueError(f"{v.name}: no study file says {v.describe()}; it exists only simulated")
+    search = {k: getattr(v, k) for k in ("sampler", "top_fraction", "widen")
+              if getattr(v, k) is not None}
+    spec = parse_study(space, task=task, seed=seed, budget=budget, rounds=v.rounds, **search)
     t0 = time.perf_counter()
     result = hpo.search(spec, quiet=True, tracking_uri=uri, study_root=root)
     wall = time.perf_counter() - t0
@@ -682,15 +687,20 @@ def render(rows: list[dict[str, Any]], labels: dict[str, str], args: argparse.Na
         lines += ["", "Real `hpo.search` (Ray Tune, Optuna, MLflow) against the simulation, same "
                   "study, seed and task:", ""]
         lines.append(_bench.markdown_table(
-            ("space", "budget", "task", "seed", "real regret", "simulated regret",
+            ("strategy", "space", "budget", "task", "seed", "real regret", "simulated regret",
              "real trials", "real wall, s"),
-            [(r["space"], r["budget"], r["task"], r["seed"],
+            [(r.get("strategy", "hpo"), r["space"], r["budget"], r["task"], r["seed"],
               f"{regret(r['found'], ref[str(r['task'])]):.4f}",
               f"{regret(r['sim_found'], ref[str(r['task'])]):.4f}", r["trials"],
               f"{r['wall_s']:.1f}") for r in real]))
-        diffs = [abs(r["found"] - r["sim_found"]) for r in real]
-        lines += ["", f"Largest difference in found val_accuracy: {max(diffs):.2e} over "
-                  f"{len(real)} studies."]
+        for name in dict.fromkeys(r.get("strategy", "hpo") for r in real):
+            mine = [r for r in real if r.get("strategy", "hpo") == name]
+            diffs = [abs(r["found"] - r["sim_found"]) for r in mine]
+            mean = statistics.fmean(regret(r["found"], ref[str(r["task"])]) for r in mine)
+            sim = statistics.fmean(regret(r["sim_found"], ref[str(r["task"])]) for r in mine)
+            lines += ["", f"`{name}`: mean regret real {mean:.4f}, simulated {sim:.4f}; largest "
+                      f"difference in found val_accuracy {max(diffs):.2e} over {len(mine)} "
+                      f"studies."]
     lines += ["", f"![anytime regret]({args.out}.png)", "",
               f"Machine: {_bench.cores()} cores; whole benchmark {wall:.0f} s. Command: "
               f"`{_bench.command_line(args.argv)}`"]
@@ -718,6 +728,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-real", dest="real", action="store_false")
     p.add_argument("--real-seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--real-space", choices=list(SPACES), default="wrong-range")
+    p.add_argument("--real-variants", nargs="+", default=None,
+                   help="also run these variants for real (those a study file can say)")
     p.add_argument("--out", default=None,
                    help="result stem in benchmarks/results (default search_quality; --quick: "
                    "search_quality_quick)")
@@ -804,20 +816,22 @@ def run_real_subset(args: argparse.Namespace, runs: list[dict[str, Any]]) -> lis
         root = Path(tmp)
         uri = f"sqlite:///{root / 'mlflow.db'}"
         try:
-            for task in args.tasks:
-                for seed in args.real_seeds:
-                    sim = next((r for r in runs if (r["space"], r["budget"], r["strategy"],
-                                                    r["task"], r["seed"]) ==
-                                (args.real_space, budget, "hpo", task, seed)), None)
-                    if sim is None:
-                        sim = {"found": run_c2f(Task(task), args.real_space, budget, seed,
-                                                C2F()).found}
-                    r = run_real(args.real_space, task, seed, budget, root / "studies", uri)
-                    out.append({"space": args.real_space, "budget": budget, "task": task,
-                                "seed": seed, "sim_found": sim["found"], **r})
-                    print(f"real hpo.search {args.real_space} task {task} seed {seed}: found "
-                          f"{r['found']:.4f} (simulated {sim['found']:.4f}), {r['wall_s']:.0f} s",
-                          file=sys.stderr, flush=True)
+            studies = [(v, task, seed)
+                       for v in [C2F(), *(w for w in VARIANTS if w.name in (args.real_variants or ()))]
+                       for task in args.tasks for seed in args.real_seeds]
+            for v, task, seed in studies:
+                sim = next((r for r in runs if (r["space"], r["budget"], r["strategy"],
+                                                r["task"], r["seed"]) ==
+                            (args.real_space, budget, v.name, task, seed)), None)
+                if sim is None:
+                    sim = {"found": run_c2f(Task(task), args.real_space, budget, seed, v).found}
+                folder = root / ("studies-" + v.name.replace(" ", "-"))
+                r = run_real(args.real_space, task, seed, budget, folder, uri, v)
+                out.append({"space": args.real_space, "budget": budget, "task": task,
+                            "seed": seed, "strategy": v.name, "sim_found": sim["found"], **r})
+                print(f"real hpo.search {v.name}, {args.real_space} task {task} seed {seed}: "
+                      f"found {r['found']:.4f} (simulated {sim['found']:.4f}), "
+                      f"{r['wall_s']:.0f} s", file=sys.stderr, flush=True)
         finally:
             ray.shutdown()
     return out
