@@ -206,7 +206,6 @@ def run_round(
     attempt: int = 0,
     asked: Sequence[bool] = (),
     round_trials: int | None = None,
-    carried: Sequence[tuple[Mapping[str, Any], float]] = (),
 ) -> None:
     """Run one round of ``num_trials`` trials; the callbacks see every trial event.
 
@@ -217,9 +216,7 @@ def run_round(
     (in sampling order), whether the journal holds it: the sampler, seeded as the round first
     was, samples them again unseen (the ones the journal lacks run again), so the rest of
     ``num_trials`` are the samples an uninterrupted round would have drawn. ``round_trials``:
-    the whole round's budget, which the sampler is made for. ``carried``: earlier rounds'
-    trials (sampled values within ``ranges``, metric) the sampler learns before its first
-    sample.
+    the whole round's budget, which the sampler is made for.
     """
     from ray import tune
 
@@ -233,7 +230,7 @@ def run_round(
                                   seed=round_seed(spec.seed, round_index,
                                                   attempt if pack > 1 else 0), done=done,
                                   rerun=rerun, asked=asked,
-                                  round_trials=round_trials or num_trials, carried=carried)
+                                  round_trials=round_trials or num_trials)
     cpu = s.resources_per_trial["cpu"]
     # A Ray this process started keeps the resources it started with; a cluster may grow.
     fixed, slots = warm_pool_started(), concurrent_trials(spec)
@@ -277,12 +274,9 @@ def run_round(
 def _searcher(spec: Spec, ranges: Mapping[str, Distribution], *, pack: int, num_trials: int,
               seed: int, done: Sequence[tuple[Mapping[str, Any], float | None]],
               rerun: Sequence[Mapping[str, Any]], asked: Sequence[bool] = (),
-              round_trials: int | None = None,
-              carried: Sequence[tuple[Mapping[str, Any], float]] = ()) -> tuple[Any, int]:
+              round_trials: int | None = None) -> tuple[Any, int]:
     """Optuna's seeded sampler behind Tune's searcher (one config per trial, or a pack of
-    them); (searcher or None for a round with nothing to search, Ray trials to run). The
-    ``carried`` trials come first, in a continued round too, so that it samples as the round
-    first did."""
+    them); (searcher or None for a round with nothing to search, Ray trials to run)."""
     from ray.tune.search.optuna import OptunaSearch
 
     s = spec.search
@@ -295,12 +289,10 @@ def _searcher(spec: Spec, ranges: Mapping[str, Distribution], *, pack: int, num_
                                            mode=mode, sampler=sampler, pack=pack,
                                            total=num_trials)
         samples = -(-num_trials // pack)  # ceil: the last pack may be smaller
-        _teach(searcher, ranges, carried)
     else:
         searcher = OptunaSearch(space=optuna_space(ranges), metric=s.metric, mode=mode,
                                 sampler=sampler) if ranges else None
         if searcher is not None:
-            _teach(searcher, ranges, carried)
             unseen = _replay(searcher, asked)
             # cut short, or sampled and never started: first, with the same values
             for config in [*(encode(ranges, c) for c in rerun), *unseen]:
@@ -309,13 +301,6 @@ def _searcher(spec: Spec, ranges: Mapping[str, Distribution], *, pack: int, num_
     for config, value in done if searcher is not None else ():
         searcher.add_evaluated_point(encode(ranges, config), value, error=value is None)
     return searcher, samples
-
-
-def _teach(searcher: Any, ranges: Mapping[str, Distribution],
-           carried: Sequence[tuple[Mapping[str, Any], float]]) -> None:
-    """Earlier rounds' results, as finished trials of this round's search space."""
-    for config, value in carried:
-        searcher.add_evaluated_point(encode(ranges, config), value)
 
 
 def _replay(searcher: Any, asked: Sequence[bool]) -> list[dict[str, Any]]:

@@ -66,10 +66,7 @@ def run_rounds(study: Study, data_ref: Any, num_classes: int) -> Rounds:
         if before is not None:
             ranges = _ranges_from(before.ranges)
         round_run, round_records = _run_round(study, k, ranges, before, data_ref, num_classes,
-                                              last=k == rounds_total,
-                                              carried=carried_trials(
-                                                  out.records, ranges, study.metric,
-                                                  sampler=spec.search.sampler))
+                                              last=k == rounds_total)
         out.records += round_records
         summary = _summary(study, k, ranges, round_run, round_records)
         out.summaries.append(summary)
@@ -103,28 +100,9 @@ def _trials_per_round(study: Study) -> int:
     return study.spec.search.trials_per_round if study.spec.distributions() else 1
 
 
-def carried_trials(records: list[TrialRecord], ranges: dict[str, Distribution], metric: str,
-                   *, sampler: str) -> list[tuple[dict[str, Any], float]]:
-    """Earlier rounds' trials that a model-based sampler (TPE) learns from before a round's
-    first sample: those with a ``metric`` whose values all lie in the round's ranges (Optuna
-    holds a trial to its search space). Random and QMC samplers draw without a model: nothing
-    to carry."""
-    if sampler != "tpe":
-        return []
-    out = []
-    for r in records:
-        value = r.metric(metric)
-        if value is not None and all(n in r.sampled and d.contains(r.sampled[n])
-                                     for n, d in ranges.items()):
-            out.append((r.sampled, value))
-    return out
-
-
 def _run_round(study: Study, k: int, ranges: dict[str, Distribution], before: RoundState | None,
-               data_ref: Any, num_classes: int, *, last: bool,
-               carried: list[tuple[dict[str, Any], float]]) -> tuple[str, list[TrialRecord]]:
-    """Round k's trials on Ray, each journaled and in MLflow; (round run, round's records).
-    ``carried``: what the round's sampler learns first (``carried_trials``)."""
+               data_ref: Any, num_classes: int, *, last: bool) -> tuple[str, list[TrialRecord]]:
+    """Round k's trials on Ray, each journaled and in MLflow; (round run, round's records)."""
     from hpo.execution.callback import StudyCallback
     from hpo.execution.cluster import await_warm_workers, prestart_warm_workers
     from hpo.execution.round import run_round
@@ -145,7 +123,6 @@ def _run_round(study: Study, k: int, ranges: dict[str, Distribution], before: Ro
         study.open_round = round_run
         journal.append("round_start", round=k, run_id=round_run,
                        ranges={n: d.to_yaml() for n, d in ranges.items()})
-    plan["carried"] = carried
     if plan["num_trials"] > 0:
         sink = RoundWriter(tracker, journal, round_index=k, round_run=round_run)
         progress = ProgressLine(round_index=k, rounds=spec.search.rounds, total=total,
