@@ -171,7 +171,7 @@ class Spec:
             return "nothing searched: one trial"
         sampling = {"random": "random sampling (the notes' method)",
                     "qmc": "quasi-random (Sobol) sampling",
-                    "tpe": "TPE sampling, each round learning from the earlier rounds' trials"
+                    "tpe": "TPE sampling within each round"
                     }[s.sampler]
         early = ", ASHA stopping poor trials early" if s.scheduler == "asha" else ""
         return (f"{s.rounds} round(s) x {s.trials_per_round} trials, {sampling}{early}; between "

@@ -47,7 +47,7 @@ def test_validate_prints_the_resolved_study_and_exits_0(tmp_path, capsys):
 
 @pytest.mark.parametrize("sampler, says", [
     ("random", "random sampling (the notes' method)"),
-    ("tpe", "TPE sampling, each round learning from the earlier rounds' trials"),
+    ("tpe", "TPE sampling within each round"),
 ])
 def test_validate_says_which_search_the_study_resolves_to(tmp_path, capsys, sampler, says):
     study = {**STUDY, "search": {"rounds": 3, "trials_per_round": 16, "sampler": sampler}}
