@@ -206,6 +206,9 @@ def run_tpe_hyperband(task: Task, space: str, budget: int, seed: int) -> Outcome
 
     dists = optuna_distributions(space)
     study = optuna.create_study(
+        # Hyperband puts a trial in a bracket by a hash of the study's name: a fixed name, or
+        # every run draws other brackets
+        study_name=f"tpe-hyperband-{seed}",
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=EPOCHS,
                                               reduction_factor=3))
