@@ -544,7 +544,11 @@ VARIANTS: tuple[C2F, ...] = (
 def strategies(args: argparse.Namespace) -> dict[str, tuple[str, Callable[..., Outcome]]]:
     out = dict(BASELINES)
     default = C2F()
-    out["hpo"] = ("hpo default (simulated): " + default.describe(),
+    spec = parse_study("benchmark", task=lcbench.TASKS[0], seed=0, budget=48)
+    resolved = (f"sampler {spec.search.sampler}, {spec.search.rounds} rounds, top_fraction "
+                f"{spec.search.top_fraction:g}, widen {spec.search.widen:g}, min_improvement "
+                f"{spec.search.min_improvement:g}")
+    out["hpo"] = (f"hpo's default study as it resolves now ({resolved}), simulated",
                   lambda t, s, b, seed: run_c2f(t, s, b, seed, default))
     for v in (VARIANTS if args.variants else ()):
         if args.only and v.name not in args.only:
