@@ -103,8 +103,8 @@ class SearchSpec:
     mode: str | None = rule(OneOf(("max", "min"), optional=True), None)  # default: from metric
     # tpe: the default the LCBench benchmark chose (docs/performance.md); random: the notes' method
     sampler: str = rule(OneOf(("random", "qmc", "tpe")), "tpe")  # grid is not offered
-    rounds: int = rule(Number(low=1, integer=True), 3)  # round 1 coarse, later rounds refine
-    trials_per_round: int = rule(Number(low=1, integer=True), 24)
+    rounds: int = rule(Number(low=1, integer=True), 4)  # round 1 coarse, later rounds refine
+    trials_per_round: int = rule(Number(low=1, integer=True), 18)  # 4 x 18: LCBench's choice
     top_fraction: float = rule(Number(0, 1, low_open=True), 0.25)  # the elite
     edge: float = rule(Number(0, 0.5, high_open=True), 0.1)  # "on the edge" within this fraction
     widen: float = rule(Number(low=1, low_open=True), 10.0)  # log ranges x widen; linear + width

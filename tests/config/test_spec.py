@@ -40,7 +40,7 @@ def test_empty_file_gives_every_default():
     spec = parse_spec({}, default_name="stem")
     assert spec.name == "stem" and spec.seed == 0
     assert spec.data.source == "digits" and spec.data.preprocess == ("zero_center",)
-    assert spec.search.rounds == 3 and spec.search.trials_per_round == 24
+    assert spec.search.rounds == 4 and spec.search.trials_per_round == 18
     assert spec.search.resolved_mode == "max"
     assert spec.train["lr"] == 0.01 and spec.model["activation"] == "relu"
     assert spec.distributions() == {}
