@@ -40,6 +40,18 @@ def quiet_libraries() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for name in ("ray.tune", "ray.tune.analysis.experiment_analysis", "mlflow"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    controller = logging.getLogger("ray.tune.execution.tune_controller")
+    if not any(isinstance(f, _NotStoppingErrors) for f in controller.filters):
+        controller.addFilter(_NotStoppingErrors())
+
+
+class _NotStoppingErrors(logging.Filter):
+    """Tune logs, with a traceback, an error raised while it stops a trial: that is hpo's round
+    writer failing (a full disk, a store gone), which the round raises and the study reports in
+    one line. Tune's copy would bury that line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().endswith("Error stopping trial.")
 
 
 #: What a Ray that hpo starts on this machine does as it starts: one worker process per CPU,

@@ -24,7 +24,8 @@ STUDY = {
     "data": {"source": "digits", "preprocess": ["zero_center", "normalize"]},
     "model": {"hidden": [64], "activation": {"choice": ["relu", "tanh"]}, "init": "he"},
     "train": {"epochs": EPOCHS, "lr": {"loguniform": [1e-3, 0.5]}},
-    "search": {"rounds": ROUNDS, "trials_per_round": TRIALS},
+    # random: the same trials as ever, none diverging before the kill point (a resume test)
+    "search": {"rounds": ROUNDS, "trials_per_round": TRIALS, "sampler": "random"},
     "sanity": {"enabled": False},
 }
 
