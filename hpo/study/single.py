@@ -39,12 +39,12 @@ def check_only(spec: Spec, *, tracking_uri: str | None = None) -> bool:
 
 
 def train_fixed(spec: Spec, *, tracking_uri: str | None = None, quiet: bool = False) -> Any:
-    """Train the study's fixed configuration with the study's seed, through the trial contract
-    (hpo's own loop, or the study's trainable), logged as one MLflow run; returns the
-    TrialOutcome (the reported epochs and the status)."""
+    """Train the study's fixed configuration with the study's seed and a trial's torch threads,
+    through the trial contract (hpo's own loop, or the study's trainable), logged as one MLflow
+    run; returns the TrialOutcome (the reported epochs and the status)."""
     from hpo.execution.round import study_fit
     from hpo.study.run import prepare
-    from hpo.trial.train import TrialOutcome, trial_device
+    from hpo.trial.train import TrialOutcome, trial_device, trial_threads
 
     searched = spec.distributions()
     if searched:
@@ -71,7 +71,11 @@ def train_fixed(spec: Spec, *, tracking_uri: str | None = None, quiet: bool = Fa
                       direction=spec.search.resolved_mode,
                       device=trial_device(spec.search.resources_per_trial["gpu"] > 0))
         try:
-            study_fit(spec)(params, trial)
+            # torch's threads as a Ray trial of this study has them (hpo.execution.round): a
+            # float32 matmul splits its work by thread, so another count changes the
+            # last bits, which training amplifies (a retrain must be the trial's computation)
+            with trial_threads(spec.search.resources_per_trial["cpu"]):
+                study_fit(spec)(params, trial)
         except TrialStopped:
             pass
         outcome = TrialOutcome(status=TrialStatus.DIVERGED if trial.diverged else TrialStatus.OK,

@@ -107,10 +107,18 @@ def test_the_users_metrics_and_the_gap_reach_mlflow_per_epoch(friedman):
 
 def test_the_best_configuration_trains_again_with_hpo_train(friedman):
     folder, uri, result = friedman
+    # torch's threads in the hpo train process are not the trial's (one, as the study's cpu)
     run = run_hpo("train", str(Path(result["folder"]) / "best.yaml"), "--tracking-uri", uri,
-                  cwd=SPACES / "own_loop")
+                  cwd=SPACES / "own_loop", env={"OMP_NUM_THREADS": "3"})
     assert run.returncode == 0, run.stderr
     assert f"val_rmse {result['best_metric']:.4f} after 15 epoch(s) (ok)" in run.stdout
+    client = MlflowClient(tracking_uri=uri)
+    (train,) = runs_by_kind(uri, "own-loop-friedman")["train"]
+    # the same computation as the trial: every epoch's metric, bit for bit
+    history = [[m.value for m in sorted(client.get_metric_history(r, "val_rmse"),
+                                        key=lambda m: m.step)]
+               for r in (result["best_run"], train.info.run_id)]
+    assert history[0] == history[1]
 
 
 BROKEN = """
