@@ -7,8 +7,8 @@ the journal (tracking), the tables (report). Each step below takes the one ``Stu
 from __future__ import annotations
 
 import errno
-import os
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from hpo.study.context import Study, study_dir_for
 from hpo.study.lock import StudyLock
 from hpo.study.resume import drop_unjournaled_runs, fingerprint, resumable
 from hpo.study.rounds import Rounds, RoundSummary, best_effort, run_rounds, stop_status
-from hpo.tracking.journal import Journal
+from hpo.tracking.journal import Journal, JournalState
 from hpo.tracking.store import Tracker, resolve_tracking_uri
 from hpo.trial.metrics import METRICS
 from hpo.trial.record import TrialRecord, ranked
@@ -101,25 +101,33 @@ def _run_study(spec: Spec, *, address: str | None, tracking_uri: str | None, qui
     from hpo.execution.cluster import check_reachable, start_ray
 
     check_reachable(address)  # ray.init would retry for minutes, after the study run is written
-    lock = StudyLock(_study_folder(spec, study_root)).acquire()  # one driver per study
+    folder = _study_folder(spec, study_root)
+    lock = StudyLock(folder).acquire()  # one driver per study
+    started_ray = False
     try:
-        if address or os.environ.get("RAY_ADDRESS"):
-            # A cluster may still refuse this driver (a wrong token, no Ray there): before the
-            # study run and journal are written. A Ray started here starts after _open's checks.
-            start_ray(address, study=spec)
-            INTERRUPTS.install()  # ray.init's fatal-signal handler would abort on SIGTERM
-        with INTERRUPTS.deferred(check=False):  # a study run and journal, or neither
-            study = _open(spec, data, tracking_uri=tracking_uri, quiet=quiet, resume=resume,
-                          study_root=study_root)
-    except BaseException:
-        lock.release()
-        raise
-    started_ray, status = False, "FAILED"
-    try:
-        # Ray first: the trial workers it starts import torch while the sanity checks run.
-        INTERRUPTS.check()  # one that came while the study opened
+        journal = Journal(folder / "journal.jsonl")
+        past = resumable(spec, journal, folder) if resume else None
+        # The store opens (MLflow's imports, a new store's tables: seconds of the driver's CPU)
+        # while ray.init waits for Ray's processes; a Ray this process starts goes again if the
+        # store cannot be reached. A cluster may still refuse this driver (a wrong token, no Ray
+        # there): either way before the study run and journal are written.
+        store = _in_background(Tracker.opened, resolve_tracking_uri(tracking_uri,
+                                                                  spec.tracking.uri), spec.name)
         started_ray = start_ray(address, study=spec)
-        INTERRUPTS.install()
+        INTERRUPTS.install()  # ray.init's fatal-signal handler would abort on SIGTERM
+        with INTERRUPTS.deferred(check=False):  # a study run and journal, or neither
+            study = _open(spec, data, store.result(), journal, past, quiet=quiet)
+    except BaseException:
+        try:
+            if started_ray:
+                ray.shutdown()
+        finally:
+            lock.release()
+        raise
+    status = "FAILED"
+    try:
+        # Ray started first: the trial workers it starts import torch while the checks run.
+        INTERRUPTS.check()  # one that came while the study opened
         sanity = None
         skipped = _no_sanity_checks(spec, data)
         if skipped:
@@ -225,15 +233,10 @@ def prepare(spec: Spec) -> Dataset | TorchData | None:
     return data
 
 
-def _open(spec: Spec, data: Dataset | None, *, tracking_uri: str | None, quiet: bool, resume: bool,
-          study_root: str | Path) -> Study:
-    """The study's store, journal and MLflow run: new, or the interrupted one's with --resume."""
-    folder = _study_folder(spec, study_root)  # it is emptied below: never outside the root
-    journal = Journal(folder / "journal.jsonl")
-    past = resumable(spec, journal, folder) if resume else None
-    tracker = Tracker(resolve_tracking_uri(tracking_uri, spec.tracking.uri), spec.name)
-    tracker.check()  # an unreachable server fails here, before any trial
-    tracker.ensure_experiment()
+def _open(spec: Spec, data: Dataset | None, tracker: Tracker, journal: Journal,
+          past: JournalState | None, *, quiet: bool) -> Study:
+    """The study's MLflow run and journal: new, or the interrupted one's with --resume."""
+    folder = journal.path.parent  # inside the study root (_study_folder): emptied below
     study = Study(spec=spec, tracker=tracker, journal=journal, folder=folder, quiet=quiet,
                   past=past)
     summary = data.summary() if data is not None else "no data: section (the trainable's own)"
@@ -255,6 +258,15 @@ def _open(spec: Spec, data: Dataset | None, *, tracking_uri: str | None, quiet: 
         tracker.client.update_run(study.run_id, status="RUNNING")  # KILLED or FAILED before
         drop_unjournaled_runs(tracker, past)
     return study
+
+
+def _in_background(fn: Any, *args: Any) -> Future:
+    """``fn(*args)`` on a thread of its own; ``result()`` waits for it and raises its error."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpo-open")
+    try:
+        return pool.submit(fn, *args)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends with its one call
 
 
 def _study_folder(spec: Spec, study_root: str | Path) -> Path:

@@ -93,3 +93,53 @@ def test_the_lock_is_released_when_the_first_use_fails(tmp_path):
         with pytest.raises(Exception):  # noqa: B017 - MLflow's own error, reworded by check
             Tracker(f"sqlite:///{store}", "broken").check()
         assert time.monotonic() - start < 60
+
+
+#: Opens a new store in the working directory, as `hpo search` does, and prints its contents:
+#: the schema, the migration it is at, and its experiments (without their times).
+DESCRIBE_NEW_STORE = """
+import json, sqlite3, sys
+from hpo.tracking.store import Tracker
+Tracker.opened("sqlite:///mlflow.db", "study")
+db = sqlite3.connect("mlflow.db")
+tables = [r[0] for r in db.execute("select name from sqlite_master where type = 'table'")]
+print(json.dumps({  # columns and indexes: a table's CREATE text may differ in layout only
+    "schema": sorted([t, db.execute(f"pragma table_info('{t}')").fetchall(),
+                      sorted(i[1] for i in db.execute(f"pragma index_list('{t}')"))]
+                     for t in tables),
+    "migration": db.execute("select version_num from alembic_version").fetchall(),
+    "experiments": db.execute("select experiment_id, name, artifact_location, lifecycle_stage,"
+                              " workspace from experiments order by experiment_id").fetchall(),
+}))
+"""
+
+
+def _new_store(folder: Path, cache: Path) -> dict:
+    folder.mkdir()
+    env = {**__import__("os").environ, "XDG_CACHE_HOME": str(cache)}
+    run = subprocess.run([sys.executable, "-c", DESCRIBE_NEW_STORE], cwd=folder, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return __import__("json").loads(run.stdout)
+
+
+def test_a_new_store_copied_from_the_blank_tables_is_the_store_mlflow_makes(tmp_path):
+    # MLflow's migrations run once, for the cache's copy; every later new store is that copy,
+    # and the Default experiment MLflow adds to it points into the new store's own folder
+    not_a_folder = tmp_path / "no-cache"
+    not_a_folder.write_text("a file where the cache folder would be: MLflow migrates itself")
+    by_mlflow = _new_store(tmp_path / "mlflow-made", not_a_folder)
+    cache = tmp_path / "cache"
+    first = _new_store(tmp_path / "first", cache)
+    blank = cache / "hpo" / f"mlflow-{__import__('mlflow').__version__}-tables.db"
+    assert blank.is_file()
+    blank_mtime = blank.stat().st_mtime_ns
+    copied = _new_store(tmp_path / "copied", cache)
+    assert blank.stat().st_mtime_ns == blank_mtime  # copied, not made again
+    assert copied["schema"] == first["schema"] == by_mlflow["schema"]
+    assert copied["migration"] == by_mlflow["migration"]
+    for store, folder in ((by_mlflow, "mlflow-made"), (copied, "copied")):
+        assert store["experiments"] == [
+            [0, "Default", str(tmp_path / folder / "mlruns" / "0"), "active", "default"],
+            [1, "study", str(tmp_path / folder / "mlruns" / "1"), "active", "default"],
+        ]
