@@ -228,6 +228,6 @@ def _log_round_figure(study: Study, summary: RoundSummary,
     fig = round_figure(summary.index, study.metric, study.direction, summary.ranges,
                        next_ranges, records)
     if fig is not None:
-        study.tracker.log_figure(summary.run_id, fig, f"round_{summary.index}.png")
-        study.tracker.log_figure(study.run_id, fig, f"plots/round_{summary.index}.png")
+        study.tracker.log_figure(summary.run_id, fig, f"round_{summary.index}.png",
+                                 also=[(study.run_id, f"plots/round_{summary.index}.png")])
         close(fig)

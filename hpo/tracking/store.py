@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,8 +204,22 @@ class Tracker:
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
 
-    def log_figure(self, run_id: str, figure: Any, name: str) -> None:
-        self.client.log_figure(run_id, figure, name)
+    def log_figure(self, run_id: str, figure: Any, name: str, *,
+                   also: Sequence[tuple[str, str]] = ()) -> None:
+        """``figure`` as the PNG ``name`` of ``run_id``, and of each (run id, name) of ``also``:
+        drawn once (a few tenths of a second a figure), however many runs show it."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            drawn = Path(tmp) / "figure.png"
+            figure.savefig(drawn)
+            for run, artifact in ((run_id, name), *also):
+                path = Path(artifact)
+                named = drawn.with_name(path.name)
+                if not named.exists():
+                    os.link(drawn, named)
+                folder = path.parent.as_posix()
+                self.client.log_artifact(run, str(named), None if folder == "." else folder)
 
 
 # -- a new sqlite store -----------------------------------------------------------------------

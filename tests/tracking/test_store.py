@@ -203,3 +203,24 @@ def test_ui_command_opens_a_server_or_serves_a_local_store_with_hpo_ui():
 def test_the_runs_link_asks_for_the_model_training_view():
     assert runs_url("http://127.0.0.1:5000/", "7") == (
         "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning")
+
+
+def test_a_figure_drawn_once_lands_in_every_run_that_shows_it(tracker, client, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 3], [3, 1, 2])
+    study = tracker.start_run("study")
+    round_run = tracker.start_run("round 1", parent=study)
+    tracker.log_figure(round_run, fig, "round_1.png", also=[(study, "plots/round_1.png")])
+    plt.close(fig)
+    got = [client.download_artifacts(run, path, str(tmp_path / name))
+           for run, path, name in ((round_run, "round_1.png", "a"),
+                                   (study, "plots/round_1.png", "b"))]
+    assert [a.path for a in client.list_artifacts(round_run)] == ["round_1.png"]
+    assert [a.path for a in client.list_artifacts(study, "plots")] == ["plots/round_1.png"]
+    pngs = [open(path, "rb").read() for path in got]
+    assert pngs[0] == pngs[1] and pngs[0].startswith(b"\x89PNG")
