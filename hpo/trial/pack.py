@@ -7,7 +7,10 @@ minibatch. Per-member learning rate, weight decay and momentum enter the optimiz
 tensors of shape (N,). Everything else a trial does is per member, as in ``train_trial``, and by
 the same code: its loss, its divergence (``hpo.trial.divergence``; a diverged member stops
 updating, the rest go on), its metrics (``hpo.trial.metrics``), its update/weight ratios and
-activation statistics (``hpo.trial.instruments``).
+activation statistics (``hpo.trial.instruments``). Two differences that change no result
+beyond rounding: a member's L2 term is in its loss, where one trial's optimizer adds the same
+gradient (``hpo.trial.train.build_optimizer``); a member stops on the step that diverged, one
+trial within ``DIVERGENCE_CHECK_STEPS`` steps of it, in the same epoch.
 
 Members must agree on every field but ``PER_MEMBER``: those only scale an update or an initial
 draw. Dropout and the activations' shape parameters stay shared because they live inside the

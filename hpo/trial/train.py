@@ -17,7 +17,7 @@ every device sees the same batches.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -38,12 +38,19 @@ from hpo.trial.metrics import activation_metrics, diverged_metrics, epoch_metric
 from hpo.trial.status import TrialStatus
 from models.config import ModelConfig
 
-__all__ = ["TRAIN_EVAL_SIZE", "TrialOutcome", "build_optimizer", "evaluate", "l2_penalty",
-           "build_trial_model", "fit", "model_config", "tensors", "train_config", "train_trial", "trial_device",
-           "trial_threads"]
+__all__ = ["DIVERGENCE_CHECK_STEPS", "TRAIN_EVAL_SIZE", "TrialOutcome", "build_optimizer",
+           "build_trial_model", "evaluate", "fit", "l2_penalty", "model_config", "tensors",
+           "train_config", "train_trial", "trial_device", "trial_threads"]
 
-#: Train accuracy is measured in evaluation mode on this many fixed training examples.
-TRAIN_EVAL_SIZE = 1000
+#: Train accuracy is measured in evaluation mode on this many fixed training examples (the
+#: first of the seeded split): a sample, as the validation split is, at a small fraction of an
+#: epoch's work even on a small training split (digits: 256 of 1437).
+TRAIN_EVAL_SIZE = 256
+#: A trial checks its loss for divergence every this many steps and at each epoch's last step,
+#: one host transfer per check rather than one per step. A diverged trial stops within this
+#: many steps of the step that diverged, in the same epoch, and ends as DIVERGED as it would
+#: have on that step.
+DIVERGENCE_CHECK_STEPS = 8
 
 _MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
 _TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
@@ -111,52 +118,88 @@ _OPTIMIZER_BUILDERS: dict[str, _OptimizerBuilder] = {
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """``cfg.optimizer`` over the model's trainable parameters; raises ``UnknownNameError`` for a
-    name that is not in ``OPTIMIZERS``."""
+    """``cfg.optimizer`` over the model's trainable parameters, ``cfg.weight_decay`` on the
+    weights ``l2_penalty`` covers; raises ``UnknownNameError`` for a name that is not in
+    ``OPTIMIZERS``.
+
+    torch's ``weight_decay`` adds ``wd * W`` to each covered weight's gradient before the update
+    rule (SGD, momentum, Nesterov, and Adam's L2 form, not AdamW): the gradient of
+    ``l2_penalty``, so the optimizer minimizes the same loss without building the penalty's
+    graph at every step.
+    """
     if cfg.optimizer not in OPTIMIZERS:
         raise UnknownNameError("optimizer", cfg.optimizer, list(OPTIMIZERS))
     params = [p for p in model.parameters() if p.requires_grad]
-    return _OPTIMIZER_BUILDERS[cfg.optimizer](params, cfg)
+    groups = [{"params": [p for p in params if _decays(p)], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if not _decays(p)], "weight_decay": 0.0}]
+    return _OPTIMIZER_BUILDERS[cfg.optimizer]([g for g in groups if g["params"]] or params, cfg)
+
+
+def _decays(p: nn.Parameter) -> bool:
+    """Whether the L2 term covers ``p``: weight matrices and kernels, not biases or BN scales."""
+    return p.requires_grad and p.dim() > 1
 
 
 def l2_penalty(model: nn.Module, weight_decay: float) -> torch.Tensor:
     """0.5 * wd * sum ||W||^2 over weight matrices and kernels (not biases, not BN scales).
 
-    Regularization lives in the loss, so "turning regularization on raises the loss" is
-    observable, as the notes' second sanity check expects.
+    The L2 term of the loss a trial minimizes: the sanity check "turning regularization on
+    raises the loss" adds it to the loss it measures, and a trial adds it to the loss it checks
+    for divergence. Training applies its gradient through the optimizer (``build_optimizer``).
     """
-    zero = torch.zeros((), device=next(model.parameters()).device)
+    return _l2_term([p for p in model.parameters() if _decays(p)], weight_decay,
+                    next(model.parameters()).device)
+
+
+def _l2_term(weights: Sequence[torch.Tensor], weight_decay: float,
+             device: torch.device) -> torch.Tensor:
+    """``l2_penalty`` of the weights it covers, ``weights`` (a trial lists them once)."""
+    zero = torch.zeros((), device=device)
     if weight_decay == 0:
         return zero
-    total = sum((p.pow(2).sum() for n, p in model.named_parameters()
-                 if p.requires_grad and p.dim() > 1), zero)
-    return 0.5 * weight_decay * total
+    return 0.5 * weight_decay * sum((p.pow(2).sum() for p in weights), zero)
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
              batch_size: int = 1024) -> tuple[float, float]:
     """Mean cross-entropy and accuracy in evaluation mode (on the device of ``x``)."""
-    return _evaluate(model, ((x[i:i + batch_size], y[i:i + batch_size])
-                             for i in range(0, len(y), batch_size)))
+    return _evaluate(model, [_batched(x, y, batch_size)])[0]
+
+
+def _batched(x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024
+             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    return ((x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size))
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module,
-              batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, float]:
-    """``evaluate`` over ``batches`` of (x, y); NaN for none."""
+def _evaluate(model: nn.Module, parts: Sequence[Iterable[tuple[torch.Tensor, torch.Tensor]]]
+              ) -> list[tuple[float, float]]:
+    """``evaluate`` of each part's batches of (x, y), NaN for a part without any: one switch
+    to evaluation mode and one transfer for them all."""
     was_training = model.training
     model.eval()
-    losses, hits, n = [], [], 0
-    for x, y in batches:
-        logits = model(x)  # (B, classes)
-        losses.append(nn.functional.cross_entropy(logits, y, reduction="sum"))
-        hits.append((logits.argmax(1) == y).sum())
-        n += len(y)
+    losses, hits, counts = [], [], []  # per batch; counts: (part, examples)
+    for part, batches in enumerate(parts):
+        for x, y in batches:
+            logits = model(x)  # (B, classes)
+            losses.append(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            hits.append((logits.argmax(1) == y).sum())
+            counts.append((part, len(y)))
     model.train(was_training)
-    if n == 0:
-        return math.nan, math.nan
-    loss_sum = _running_sum(torch.stack(losses).tolist())  # one transfer for all batches
-    return loss_sum / n, sum(torch.stack(hits).tolist()) / n
+    # (2, batches) in float64, which holds every loss and count exactly: one transfer
+    loss_values, hit_values = (torch.stack([torch.stack(losses).double(),
+                                            torch.stack(hits).double()]).tolist()
+                               if losses else ([], []))
+    out = []
+    for part in range(len(parts)):
+        mine = [i for i, (p, _) in enumerate(counts) if p == part]
+        n = sum(counts[i][1] for i in mine)
+        if n == 0:
+            out.append((math.nan, math.nan))
+            continue
+        loss_sum = _running_sum([loss_values[i] for i in mine])
+        out.append((loss_sum / n, sum(int(hit_values[i]) for i in mine) / n))
+    return out
 
 
 def tensors(data: Dataset, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
@@ -206,9 +249,14 @@ def train_trial(
 
     The model is built on the CPU (the same initial weights on every device) and then moved.
 
+    The loss minimized is the data loss plus the L2 term (``l2_penalty``), whose gradient the
+    optimizer adds (``build_optimizer``); ``train_loss`` reports the data loss alone.
+
     Divergence (``hpo.trial.divergence``: a non-finite loss, or one DIVERGENCE_FACTOR times the
-    first batch's) stops the trial early with status DIVERGED and a last report whose metrics are
-    the worst possible, so a searcher sees a bad result rather than a missing one.
+    first batch's, both with the L2 term) stops the trial early, within
+    DIVERGENCE_CHECK_STEPS steps and in the same epoch, with status DIVERGED and a last report
+    whose metrics are the worst possible, so a searcher sees a bad result rather than a missing
+    one.
 
     A ``TorchData`` is read through DataLoaders (``_Loaders``) with the same metrics; arrays
     are tensors on the device, batched by a seeded permutation (``_Tensors``).
@@ -221,10 +269,12 @@ def train_trial(
     feed = (_Loaders(data, tcfg.batch_size, seed, device) if isinstance(data, TorchData)
             else _Tensors(tensors(data, device), tcfg.batch_size, seed, device))
     ratio = UpdateRatio(model)
+    objective = _Objective([p for p in model.parameters() if _decays(p)], tcfg.weight_decay,
+                           torch.device(device))
     outcome = TrialOutcome()
 
     for epoch in range(1, tcfg.epochs + 1):
-        train_loss = _train_epoch(model, optimizer, tcfg, feed.epoch(), feed.steps, ratio,
+        train_loss = _train_epoch(model, optimizer, objective, feed.epoch(), feed.steps, ratio,
                                   outcome)
         if train_loss is None:
             outcome.status = TrialStatus.DIVERGED
@@ -266,9 +316,10 @@ class _Tensors:
         order = torch.randperm(len(y), generator=self.generator).to(self.device)
         return ((x[idx], y[idx]) for idx in order.split(self.batch_size))
 
-    def evaluate(self, model: nn.Module, split: str, limit: int | None = None
-                 ) -> tuple[float, float]:
-        return evaluate(model, self.t[f"x_{split}"][:limit], self.t[f"y_{split}"][:limit])
+    def batches(self, split: str, limit: int | None = None
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The first ``limit`` examples of ``split`` (all without one), for evaluation."""
+        return _batched(self.t[f"x_{split}"][:limit], self.t[f"y_{split}"][:limit])
 
     def first_val(self, n: int) -> torch.Tensor:
         return self.t["x_val"][:n]
@@ -299,51 +350,83 @@ class _Loaders:
     def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self._moved(self.train)
 
-    def evaluate(self, model: nn.Module, split: str, limit: int | None = None
-                 ) -> tuple[float, float]:
+    def batches(self, split: str, limit: int | None = None
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The first ``limit`` examples of ``split`` (all without one), for evaluation."""
         loader = (self.val if split == "val" and limit is None else
                   self.data.loader(split, batch_size=1024, limit=limit))
-        return _evaluate(model, self._moved(loader))
+        return self._moved(loader)
 
     def first_val(self, n: int) -> torch.Tensor:
         x = [x for x, _ in self._moved(self.data.loader("val", batch_size=n, limit=n))]
         return x[0] if x else torch.zeros((0, *self.data.input_shape), device=self.device)
 
 
-def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+@dataclass(frozen=True)
+class _Objective:
+    """What a trial minimizes besides the data loss: the L2 term over ``weights``."""
+
+    weights: list[nn.Parameter]  # the weight matrices and kernels that decay
+    weight_decay: float
+    device: torch.device
+
+    def l2(self) -> torch.Tensor:
+        """The L2 term of the weights now, a 0-dim tensor on the device (no autograd)."""
+        with torch.no_grad():
+            return _l2_term(self.weights, self.weight_decay, self.device)
+
+
+def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, objective: _Objective,
                  batches: Iterable[tuple[torch.Tensor, torch.Tensor]], steps: int,
                  ratio: UpdateRatio, outcome: TrialOutcome) -> float | None:
     """One pass over the training split's ``steps`` batches: the mean data loss over its
-    examples, or None when the loss diverged (that step is not taken). The first step's loss
-    becomes ``outcome.initial_loss``; the last step's update is measured by ``ratio``."""
+    examples, or None when the loss diverged. The first step's loss (with the L2 term) becomes
+    ``outcome.initial_loss``; the last step's update is measured by ``ratio``.
+
+    The step's loss is the data loss alone: the optimizer applies the L2 term's gradient
+    (``build_optimizer``). Divergence is checked every ``DIVERGENCE_CHECK_STEPS`` steps and at
+    the epoch's last step (``_diverged``), so the losses stay on the device in between."""
     model.train()
-    step_losses, sizes = [], []
+    step_losses: list[torch.Tensor] = []  # each a 0-dim tensor on the device
+    sizes: list[int] = []
+    checked = 0  # steps whose losses have been checked
     for step, (x, y) in enumerate(batches, 1):
         logits = model(x)  # (B, classes)
         data_loss = nn.functional.cross_entropy(logits, y)
-        loss = data_loss + l2_penalty(model, cfg.weight_decay)
-        value = loss.item()  # the step's one host sync: divergence must stop this step
-        if math.isnan(outcome.initial_loss):
-            outcome.initial_loss = value
-        if loss_diverged(value, outcome.initial_loss):
-            return None
+        if step == 1 and math.isnan(outcome.initial_loss):  # the trial's first step
+            outcome.initial_loss = float(data_loss.detach() + objective.l2())
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        data_loss.backward()
         if step == steps:  # the epoch's last step: measure update/weight
             ratio.before()
         optimizer.step()
         step_losses.append(data_loss.detach())
         sizes.append(len(y))
+        if step % DIVERGENCE_CHECK_STEPS == 0 or step == steps:
+            if _diverged(step_losses[checked:], objective, outcome.initial_loss):
+                return None
+            checked = step
     step_values = torch.stack(step_losses).tolist() if sizes else []  # one transfer
     return _running_sum([v * k for v, k in zip(step_values, sizes)]) / max(sum(sizes), 1)
+
+
+def _diverged(losses: list[torch.Tensor], objective: _Objective, initial: float) -> bool:
+    """Whether the worst of ``losses`` (steps' data losses, 0-dim tensors; NaN if any is),
+    plus the L2 term of the weights now, counts as diverged against the first step's loss:
+    one host transfer."""
+    if not losses:
+        return False
+    with torch.no_grad():
+        worst = torch.stack(losses).max() + objective.l2()  # max propagates NaN
+    return loss_diverged(float(worst), initial)
 
 
 def _epoch_report(model: nn.Module, epoch: int, train_loss: float, feed: _Tensors | _Loaders,
                   ratio: UpdateRatio) -> dict[str, Any]:
     """The metrics of an epoch that trained: accuracies in evaluation mode (train accuracy on
     the first TRAIN_EVAL_SIZE training examples), the last step's update/weight ratios."""
-    _, train_acc = feed.evaluate(model, "train", TRAIN_EVAL_SIZE)
-    val_loss, val_acc = feed.evaluate(model, "val")
+    (_, train_acc), (val_loss, val_acc) = _evaluate(
+        model, [feed.batches("train", TRAIN_EVAL_SIZE), feed.batches("val")])
     return epoch_metrics(epoch, train_loss=train_loss, train_accuracy=train_acc,
                          val_loss=val_loss, val_accuracy=val_acc, update_ratios=ratio.after())
 
