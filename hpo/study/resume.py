@@ -43,10 +43,12 @@ def drop_unjournaled_runs(tracker: Tracker, past: JournalState) -> None:
     """The journal is the record: a run the killed driver created in the instant before it
     could journal it (a round or trial run) is deleted, so MLflow holds no orphans; a trial
     the journal holds as ended whose run was not yet marked ended (the driver died between
-    the two) is completed from the journal."""
+    the two) is completed from the journal, and one whose run is not there at all (the bulk
+    writer journals a batch of trials before it writes their runs) is written from it."""
     known = ({past.study_run_id} | {r.run_id for r in past.rounds.values()}
              | {t.run_id for t in past.trials.values()})
     ended = {t.run_id: key for key, t in past.trials.items() if t.finished and t.run_id}
+    there: set[str] = set()
     parents = [past.study_run_id]
     while parents:
         parent = parents.pop()
@@ -54,12 +56,46 @@ def drop_unjournaled_runs(tracker: Tracker, past: JournalState) -> None:
                 [tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'",
                 max_results=50000):
             run_id = run.info.run_id
+            there.add(run_id)
             if run_id not in known:
                 tracker.client.delete_run(run_id)
             elif run_id in ended and _unfinished(run, past.trials[ended[run_id]]):
                 _complete(tracker, past, ended[run_id])
             if run.data.tags.get("hpo.kind") == "round":
                 parents.append(run_id)
+    missing = [key for run_id, key in ended.items() if run_id not in there]
+    if missing:
+        _write_missing(tracker, past, missing)
+
+
+def _write_missing(tracker: Tracker, past: JournalState, keys: list[tuple[int, str]]) -> None:
+    """The runs of ended trials MLflow lacks, as the bulk writer would have written them
+    (``BulkRuns.write`` leaves a run that is there after all, e.g. deleted by hand, alone)."""
+    import time
+
+    from hpo.tracking.bulk import TrialRun, metric_history
+    from hpo.tracking.trials import bulk_runs, end_tags, start_tags, trial_label
+
+    runs = bulk_runs(tracker)
+    if runs is None:  # a store written one by one has every journaled trial's run
+        return
+    now = int(time.time() * 1000)
+    trials = []
+    for key in keys:
+        record = past.trials[key]
+        round_state = past.rounds.get(record.round)
+        if round_state is None:
+            continue
+        steps = past.steps.get(key) or list(range(1, len(record.history) + 1))
+        start, end, stamps = past.times.get(key, (now, now, []))
+        stamps = stamps if len(stamps) == len(steps) else [end] * len(steps)
+        tags, status = end_tags(record)
+        trials.append(TrialRun(
+            name=trial_label(record), start_time=start, end_time=end, status=status,
+            parent_run_id=round_state.run_id, params=record.params,
+            metrics=metric_history(zip(steps, stamps, record.history)),
+            tags=start_tags(record, record.round), end_tags=tags, run_id=record.run_id))
+    runs.write(trials)
 
 
 def _unfinished(run: Any, record: Any) -> bool:
@@ -89,6 +125,20 @@ def _complete(tracker: Tracker, past: JournalState, key: tuple[int, str]) -> Non
     tracker.end_run(record.run_id, status, tags=tags)
 
 
+def _delete_if_there(tracker: Tracker, run_id: str | None) -> None:
+    """Delete the run; the bulk writer writes a trial's run only when it ends, so a trial cut
+    short by a killed driver may have none."""
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return
+    try:
+        tracker.client.delete_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+
+
 def continuation(spec: Spec, journal: Journal, past: JournalState, k: int, total: int,
                  tracker: Tracker, before: RoundState) -> dict[str, Any]:
     """How an interrupted round goes on: the journal's finished trials count toward its budget
@@ -100,7 +150,7 @@ def continuation(spec: Spec, journal: Journal, past: JournalState, k: int, total
     cut = [r for r in records if r.status is TrialStatus.RUNNING]
     if pack_size(spec, total) > 1:
         for r in cut:
-            tracker.client.delete_run(r.run_id)
+            _delete_if_there(tracker, r.run_id)
             journal.append("trial_drop", round=k, trial_id=r.trial_id)
         cut = []
     journal.append("round_resume", round=k)

@@ -4,8 +4,9 @@ Today a trial costs the driver four MLflow calls and several sqlite commits (``T
 ``create_run``, ``log_batch`` of its params, ``log_batch`` of every epoch's metrics and its end
 tags, ``set_terminated``): 25-35 ms a trial. ``BulkRuns.write`` writes a whole batch of ended
 trials in one transaction on MLflow's own SQLAlchemy store (its engine and session), one
-``executemany`` per table of MLflow's ORM models: each trial is still its own run, with the rows those four calls would leave (``runs``,
-``tags``, ``params``, ``metrics``, ``latest_metrics``), computed the way
+``executemany`` per table of MLflow's ORM models: each trial is still its own run, with the
+rows those four calls would leave (``runs``, ``tags``, ``params``, ``metrics``,
+``latest_metrics``), computed the way
 ``mlflow.store.tracking.sqlalchemy_store.SqlAlchemyStore`` of MLflow ``MLFLOW_VERSION`` computes
 them (``create_run``, ``log_batch``, ``update_run_info``). ``tests/tracking/test_bulk.py``
 holds the two ways against each other, row by row and through the client and the UI's REST API.

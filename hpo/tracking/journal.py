@@ -48,6 +48,10 @@ class JournalState:
     trials: dict[tuple[int, str], TrialRecord] = field(default_factory=dict)
     #: (round, trial id) -> the MLflow step of each epoch in the ended trial's history
     steps: dict[tuple[int, str], list[int]] = field(default_factory=dict)
+    #: (round, trial id) -> when the ended trial started and ended and each epoch was
+    #: reported (ms since the epoch): (start, end, [epoch times]); journaled by the bulk
+    #: writer, which writes a trial's run only after its end is journaled
+    times: dict[tuple[int, str], tuple[int, int, list[int]]] = field(default_factory=dict)
     interruptions: int = 0  # times a signal or an error stopped the study
 
     def round_records(self, index: int) -> list[TrialRecord]:
@@ -72,11 +76,20 @@ class Journal:
             self._whole = True
 
     def append(self, event: str, **data: Any) -> None:
-        line = (json.dumps({"event": event, **jsonable(data)}, allow_nan=True) + "\n").encode()
+        self.append_many([(event, data)])
+
+    def append_many(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """``append`` of each (event, data), in order, with one write and one fsync: a kill
+        mid-write leaves a prefix of them, the last one possibly torn."""
+        if not events:
+            return
+        line = "".join(json.dumps({"event": event, **jsonable(data)}, allow_nan=True) + "\n"
+                       for event, data in events).encode()
         with self._lock:
             if not self._whole:
                 self._read()  # cuts off a torn last line, so this event starts a line
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # private, as its 0700 folder
+            # private, as its 0700 folder
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 self._whole = False  # until the whole line is on disk
                 written = os.write(fd, line)  # one write: the line whole, or a torn last line
@@ -177,6 +190,10 @@ def _apply(state: JournalState, item: dict[str, Any]) -> None:
         state.trials[(record.round, record.trial_id)] = record
         if "steps" in item:
             state.steps[(record.round, record.trial_id)] = list(item["steps"])
+        if "times" in item:
+            start, end, stamps = item["times"]
+            state.times[(record.round, record.trial_id)] = (int(start), int(end),
+                                                            [int(t) for t in stamps])
     elif kind == "interrupted":
         state.interruptions += 1
     elif kind == "study_end":

@@ -2,14 +2,29 @@
 
 Trials never talk to MLflow: the round's callback hands each event here, and one writer thread
 writes it, so Tune's loop (which hands the next trial to a free actor) never waits on a
-database. A record's ``run_id`` is set by that thread, so every write that needs it is queued
-behind the trial's start.
+database.
+
+Two ways, one result (the same runs, params, metrics, tags, status and times):
+
+- **In bulk** (a local sqlite store): a trial's run is written once it has ended, with many
+  others in one transaction (``BulkRuns``): up to ``BATCH_TRIALS`` trials, or what ended in
+  ``BATCH_S`` seconds, whichever comes first, and whatever waits when the round drains. Its
+  run id is chosen when it starts (``new_run_id``) and journaled with its start. Journal lines
+  go out whenever the writer has caught up with the events (one write and fsync for all that
+  came meanwhile: a pack's 64 ends are one), and always before the runs of the trials they
+  end. A trial's run appears in MLflow when it ends, not when it starts. The callback's events
+  cost the driver's thread a queue put, no store call; its epochs wait in memory until the
+  trial ends.
+- **One by one** (any other store, or ``ONE_BY_ONE_ENV`` set): ``Tracker``'s calls, a run
+  created when its trial starts (``record.run_id`` is then set by the writer thread, so every
+  write that needs it is queued behind the trial's start), its metrics and end when it ends.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,12 +34,25 @@ from hpo.tracking.writer import Writer
 from hpo.trial.record import TrialRecord
 from hpo.trial.status import TrialStatus
 
-__all__ = ["RoundWriter", "end_tags", "trial_label"]
+__all__ = ["BATCH_S", "BATCH_TRIALS", "ONE_BY_ONE_ENV", "RoundWriter", "end_tags",
+           "start_tags", "trial_label"]
 
-#: A test's way to kill the driver (a real SIGKILL) at the instant a crash hurts most: after the
-#: metrics of round K's N-th trial to end reached MLflow, before its run is marked ended
-#: ("trial-metrics:K:N").
+#: A test's way to kill the driver (a real SIGKILL) at the instant a crash hurts most.
+#: One by one: after the metrics of round K's N-th trial to end reached MLflow, before its run
+#: is marked ended ("trial-metrics:K:N"). In bulk: inside the transaction that writes round K's
+#: N-th trial to end, every row in, none committed, the batch's journal lines on disk
+#: ("trial-batch:K:N").
 CRASH_ENV = "HPO_TEST_SIGKILL_AT"
+#: Set (to anything but "" or "0"): write trials one by one even on a sqlite store.
+ONE_BY_ONE_ENV = "HPO_TRACKING_ONE_BY_ONE"
+#: A bulk batch goes out when this many trials ended...
+BATCH_TRIALS = 64
+#: ...or when its first line has waited this many seconds.
+BATCH_S = 1.0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)  # as Tracker.buffer_metrics stamps an epoch
 
 
 def trial_label(record: TrialRecord) -> str:
@@ -52,6 +80,26 @@ def end_tags(record: TrialRecord) -> tuple[dict[str, Any], str]:
     return tags, status
 
 
+def start_tags(record: TrialRecord, round_index: int) -> dict[str, str]:
+    """A trial run's tags while it runs (``end_tags`` adds to them when it ends)."""
+    return {"hpo.round": str(round_index), "hpo.trial": record.name,
+            "hpo.status": TrialStatus.RUNNING, "hpo.kind": "trial"}
+
+
+def bulk_runs(tracker: Tracker) -> Any:
+    """A ``BulkRuns`` on the tracker's store when trials may be written in bulk there (a local
+    sqlite store of the MLflow version bulk.py copies), else None."""
+    if os.environ.get(ONE_BY_ONE_ENV, "") not in ("", "0") or not tracker.uri.startswith(
+            "sqlite:"):
+        return None
+    from hpo.tracking.bulk import BulkRuns
+
+    if tracker.experiment_id is None:
+        tracker.ensure_experiment()
+    runs = BulkRuns(tracker.uri, tracker.experiment_id)
+    return runs if runs.bulk else None
+
+
 class RoundWriter:
     """The trial events of round ``round_index`` as MLflow runs under ``round_run`` and journal
     lines; ``drain()`` when the round ends."""
@@ -60,13 +108,24 @@ class RoundWriter:
                  round_run: str) -> None:
         self.tracker, self.journal = tracker, journal
         self.round, self.round_run = round_index, round_run
-        self.writer = Writer()
+        self.bulk = bulk_runs(tracker)
+        self.writer = Writer(idle=self._caught_up if self.bulk else None)
         self._steps: dict[str, list[int]] = {}  # trial id -> its epochs' MLflow steps
         self._ended = 0
         self._ending: set[str] = set()  # the trials handed to ``ended`` here (driver thread)
         self._closed: set[str] = set()  # the runs this writer ended (writer thread)
+        # in bulk: the driver thread's
+        self._epochs: dict[str, list[tuple[int, int, dict[str, float]]]] = {}  # (step, ms, m)
+        self._started: dict[str, int] = {}  # trial id -> when it (last) started, ms
+        # in bulk: the writer thread's
+        self._lines: list[tuple[str, dict[str, Any]]] = []  # journal lines not yet written
+        self._batch: list[tuple[TrialRecord, Any]] = []  # (record, TrialRun) not yet written
+        self._since: float | None = None  # when the oldest of the batch came (monotonic)
+        self._existing: set[str] = set()  # runs in the store before their trial ended
 
     def drain(self) -> None:
+        if self.bulk and self.writer.error is None:
+            self.writer.write(self._flush)
         self.writer.drain()
 
     @property
@@ -77,50 +136,89 @@ class RoundWriter:
     def abandon(self, records: Iterable[TrialRecord], status: str) -> None:
         """The round stops (``status`` KILLED: a signal; FAILED: an error): the queued writes
         go out, then the runs not ended (trials still running, or whose end could not be
-        written) end with ``status``. Their epochs are not written: ``--resume`` runs those
-        trials again, into the same runs."""
+        written) end with ``status``, with their params. Their epochs are not written:
+        ``--resume`` runs those trials again, into the same runs."""
         try:
-            self.writer.drain()
+            self.drain()
         finally:
+            left = []
             for record in records:
                 # not the trials that ended before a resume: their runs are ended already
                 ours = not record.finished or record.trial_id in self._ending
                 if ours and record.run_id and record.run_id not in self._closed:
+                    left.append(record)
+            if self.bulk:
+                self._abandon_bulk(left, status)
+            for record in left:
+                if not self.bulk or record.run_id in self._existing:
                     self.tracker.discard(record.run_id)
                     self.tracker.end_run(record.run_id, status)
 
+    def _abandon_bulk(self, records: list[TrialRecord], status: str) -> None:
+        from hpo.tracking.bulk import TrialRun
+
+        now = _now_ms()
+        self.bulk.write([TrialRun(
+            name=trial_label(r), start_time=self._started.get(r.trial_id, now), end_time=now,
+            status=status, parent_run_id=self.round_run, params=r.params,
+            tags=start_tags(r, self.round), run_id=r.run_id)
+            for r in records if r.run_id not in self._existing])  # a run there stays as it is
+
     # -- the callback's events (driver thread) ------------------------------------------------
     def started(self, record: TrialRecord) -> None:
-        self.writer.write(self._start_run, record, record.to_json())
+        if self.bulk:
+            from hpo.tracking.bulk import new_run_id
+
+            record.run_id = new_run_id()
+            self._started[record.trial_id] = _now_ms()
+            self.writer.write(self._line, "trial_start", {"record": record.to_json()})
+        else:
+            self.writer.write(self._start_run, record, record.to_json())
 
     def restarted(self, record: TrialRecord) -> None:
         """A retry after a failure, or a cut-short trial run again: its epochs start over."""
         self._steps.pop(record.trial_id, None)
-        self.writer.write(self._discard, record)
+        if self.bulk:
+            self._epochs.pop(record.trial_id, None)
+        else:
+            self.writer.write(self._discard, record)
 
     def rekeyed(self, record: TrialRecord, old: str) -> None:
         self.restarted(record)
-        self.writer.write(self._reopen, record)
-        self.writer.write(self.journal.append, "trial_rekey", round=self.round, old=old,
-                          new=record.trial_id)
+        if self.bulk:
+            self._started[record.trial_id] = _now_ms()
+            self.writer.write(self._reopen_if_there, record)
+            self.writer.write(self._line, "trial_rekey",
+                              {"round": self.round, "old": old, "new": record.trial_id})
+        else:
+            self.writer.write(self._reopen, record)
+            self.writer.write(self.journal.append, "trial_rekey", round=self.round, old=old,
+                              new=record.trial_id)
 
     def epoch(self, record: TrialRecord, metrics: dict[str, float], step: int) -> None:
+        if self.bulk:
+            self._epochs.setdefault(record.trial_id, []).append((step, _now_ms(), metrics))
+            return
         self._steps.setdefault(record.trial_id, []).append(step)
         self.writer.write(self._buffer, record, metrics, step)
 
     def ended(self, record: TrialRecord) -> None:
         tags, status = end_tags(record)
         self._ending.add(record.trial_id)
+        if self.bulk:
+            epochs = self._epochs.pop(record.trial_id, [])
+            start = self._started.pop(record.trial_id, None)
+            self.writer.write(self._collect, record, tags, status, record.to_json(), epochs,
+                              start, _now_ms())
+            return
         steps = self._steps.pop(record.trial_id, [])
         self.writer.write(self._end_run, record, tags, status, record.to_json(), steps)
 
-    # -- on the writer thread -----------------------------------------------------------------
+    # -- on the writer thread, one by one -----------------------------------------------------
     def _start_run(self, record: TrialRecord, payload: dict[str, Any]) -> None:
         record.run_id = payload["run_id"] = self.tracker.start_run(
             trial_label(record), parent=self.round_run, params=record.params,
-            tags={"hpo.round": str(self.round), "hpo.trial": record.name,
-                  "hpo.status": TrialStatus.RUNNING, "hpo.kind": "trial"},
-        )
+            tags=start_tags(record, self.round))
         self.journal.append("trial_start", record=payload)
 
     def _discard(self, record: TrialRecord) -> None:
@@ -144,6 +242,89 @@ class RoundWriter:
         _crash_point(f"trial-metrics:{self.round}:{self._ended}")
         self.tracker.client.set_terminated(record.run_id, status=status)
         self._closed.add(record.run_id)
+
+    # -- on the writer thread, in bulk --------------------------------------------------------
+    def _line(self, event: str, data: dict[str, Any]) -> None:
+        self._lines.append((event, data))
+        if len(self._lines) >= 4 * BATCH_TRIALS:  # the writer never catches up: write anyway
+            self._journal()
+
+    def _reopen_if_there(self, record: TrialRecord) -> None:
+        """A trial cut short runs again: its run is in the store if a stop ended it KILLED
+        (then it is reopened, and ended one by one), not if the driver was killed."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.tracker.client.update_run(record.run_id, status="RUNNING")
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return
+        self._existing.add(record.run_id)
+
+    def _collect(self, record: TrialRecord, tags: dict[str, Any], status: str,
+                 payload: dict[str, Any], epochs: list[tuple[int, int, dict[str, float]]],
+                 start: int | None, end: int) -> None:
+        from hpo.tracking.bulk import TrialRun, metric_history
+
+        start = end if start is None else start
+        payload["run_id"] = record.run_id
+        self._line("trial_end", {"record": payload, "steps": [s for s, _, _ in epochs],
+                                 "times": [start, end, [t for _, t, _ in epochs]]})
+        self._batch.append((record, TrialRun(
+            name=trial_label(record), start_time=start, end_time=end, status=status,
+            parent_run_id=self.round_run, params=record.params,
+            metrics=metric_history(epochs), tags=start_tags(record, self.round),
+            end_tags=tags, run_id=record.run_id)))
+        if self._since is None:
+            self._since = time.monotonic()
+        self._flush_due()
+
+    def _caught_up(self) -> None:
+        """No event waits: the journal lines that came go out together (one fsync), and the
+        batch of runs if it is due."""
+        self._journal()
+        self._flush_due()
+
+    def _journal(self) -> None:
+        lines, self._lines = self._lines, []
+        self.journal.append_many(lines)
+
+    def _flush_due(self) -> None:
+        if self._batch and (len(self._batch) >= BATCH_TRIALS
+                            or time.monotonic() - self._since >= BATCH_S):
+            self._flush()
+
+    def _flush(self) -> None:
+        """The waiting journal lines (one write, one fsync), then the waiting runs (one
+        transaction). A kill between the two leaves trials the journal holds ended and MLflow
+        lacks: ``--resume`` writes them from the journal (``resume.drop_unjournaled_runs``)."""
+        self._journal()
+        batch, self._batch, self._since = self._batch, [], None
+        if not batch:
+            return
+        first = self._ended + 1
+        self._ended += len(batch)
+        crash = os.environ.get(CRASH_ENV, "")
+        names = {f"trial-batch:{self.round}:{n}" for n in range(first, self._ended + 1)}
+        self.bulk.write([run for record, run in batch if record.run_id not in self._existing],
+                        before_commit=(lambda: _crash_point(crash)) if crash in names else None)
+        for record, run in batch:
+            if record.run_id in self._existing:  # reopened: what it lacks, one by one
+                self._finish_existing(run)
+            self._closed.add(record.run_id)
+
+    def _finish_existing(self, run: Any) -> None:
+        """Log_batch of the run's metrics (MLflow takes 1,000 a call; the end tags with the
+        first) and its end: what ``Tracker.end_run`` writes, with the times the trial had."""
+        from mlflow.entities import Metric, RunTag
+
+        metrics = [Metric(k, v, ts, step) for k, v, step, ts in run.metrics]
+        tags = [RunTag(k, str(v)) for k, v in run.end_tags.items()]
+        for i in range(0, max(len(metrics), 1), 1000):
+            self.tracker.client.log_batch(run.run_id, metrics=metrics[i:i + 1000],
+                                          tags=tags if i == 0 else [])
+        self.tracker.client.set_terminated(run.run_id, status=run.status, end_time=run.end_time)
 
 
 def _crash_point(name: str) -> None:

@@ -20,10 +20,17 @@ class Writer:
     faster than the store takes them slow down to its pace instead of piling up in memory.
     A write that failed is raised at the next ``write`` (and by ``drain``); the writes queued
     after it are dropped, so a journal never holds a trial's end without its start.
+
+    ``idle``, if given, runs on the writer thread whenever it has caught up (no write waits)
+    and every ``idle_s`` seconds while none comes: a batching writer's moment to write what it
+    holds (a group commit: the writes that came while it was busy go out together) and its
+    timer (what waits goes out though nothing new comes).
     """
 
-    def __init__(self, name: str = "hpo-tracking") -> None:
+    def __init__(self, name: str = "hpo-tracking", *, idle: Callable[[], Any] | None = None,
+                 idle_s: float = 0.25) -> None:
         self.name = name
+        self._idle, self._idle_s = idle, idle_s
         self._thread: threading.Thread | None = None
         self._queue: queue.Queue | None = None
         self._error: BaseException | None = None
@@ -44,7 +51,21 @@ class Writer:
         self._queue.put((fn, args, kwargs))
 
     def _writes(self) -> None:
-        while (item := self._queue.get()) is not None:
+        caught_up = False
+        while True:
+            if self._idle is None:
+                item = self._queue.get()
+            else:
+                try:
+                    item = (self._queue.get(timeout=self._idle_s) if caught_up
+                            else self._queue.get_nowait())
+                except queue.Empty:
+                    self._run(self._idle, (), {})
+                    caught_up = True
+                    continue
+                caught_up = False
+            if item is None:
+                return
             self._run(*item)
 
     def _run(self, fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> None:

@@ -11,10 +11,11 @@ from collections import Counter
 
 import pytest
 import yaml
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from tests.fixtures.journal import events
 
-from hpo.tracking.trials import CRASH_ENV
+from hpo.tracking.trials import CRASH_ENV, ONE_BY_ONE_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -35,18 +36,25 @@ def finished_in_round(evts: list[dict], k: int) -> set[str]:
             if e["event"] == "trial_end" and e["record"]["round"] == k}
 
 
-def test_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
+@pytest.mark.parametrize("writes", ["one-by-one", "bulk"])
+def test_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path, writes):
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(STUDY))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     journal = tmp_path / "hpo_runs" / "resumable" / "journal.jsonl"
     cmd = [sys.executable, "-m", "hpo", "search", str(space), "--tracking-uri", uri, "--quiet"]
-
-    # The driver SIGKILLs itself where a kill hurts most: round 2's second trial is journaled
-    # and its metrics are in MLflow, but its run is not yet marked ended. A --resume that ran
-    # it again would log its epochs into the same run twice.
-    driver = subprocess.Popen(cmd, cwd=tmp_path, start_new_session=True,
-                              env={**os.environ, CRASH_ENV: "trial-metrics:2:2"},
+    env = {k: v for k, v in os.environ.items() if k != ONE_BY_ONE_ENV}
+    if writes == "one-by-one":
+        # The driver SIGKILLs itself where a kill hurts most: round 2's second trial is
+        # journaled and its metrics are in MLflow, but its run is not yet marked ended. A
+        # --resume that ran it again would log its epochs into the same run twice.
+        env.update({ONE_BY_ONE_ENV: "1", CRASH_ENV: "trial-metrics:2:2"})
+    else:
+        # Mid-flush: the batch holding round 2's second trial to end is journaled and its rows
+        # are in the transaction, not committed. A --resume must write those runs from the
+        # journal, once, and not run their trials again.
+        env[CRASH_ENV] = "trial-batch:2:2"
+    driver = subprocess.Popen(cmd, cwd=tmp_path, start_new_session=True, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert driver.wait(timeout=600) == -signal.SIGKILL
@@ -56,14 +64,19 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
     before = events(journal)
     done_before = finished_in_round(before, 1) | finished_in_round(before, 2)
     assert len(finished_in_round(before, 1)) == TRIALS
-    assert len(finished_in_round(before, 2)) == 2
     assert not any(e["event"] == "study_end" for e in before)
 
     client = MlflowClient(tracking_uri=uri)
     (cut,) = [e["record"] for e in before if e["event"] == "trial_end"][-1:]
-    assert client.get_run(cut["run_id"]).info.status == "RUNNING"
-    assert [m.step for m in client.get_metric_history(cut["run_id"], "val_accuracy")] == list(
-        range(1, EPOCHS + 1))
+    if writes == "one-by-one":
+        assert len(finished_in_round(before, 2)) == 2
+        assert client.get_run(cut["run_id"]).info.status == "RUNNING"
+        assert [m.step for m in client.get_metric_history(cut["run_id"], "val_accuracy")] == (
+            list(range(1, EPOCHS + 1)))
+    else:  # the batch may hold more trials that ended in the same second, up to all
+        assert 2 <= len(finished_in_round(before, 2)) <= TRIALS
+        with pytest.raises(MlflowException, match="not found"):
+            client.get_run(cut["run_id"])  # journaled, its run rolled back
 
     # The kill can land between creating a trial's MLflow run and journaling it; make that
     # happen for sure: an orphan trial run under round 2 that the journal does not know.
@@ -91,6 +104,7 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
     assert study.info.status == "FINISHED" and study.data.tags["hpo.resumed"] == "true"
     trials = [r for r in runs if r.data.tags["hpo.kind"] == "trial"]
     assert len({t.data.tags["hpo.trial"] for t in trials}) == ROUNDS * TRIALS
+    assert cut["run_id"] in {t.info.run_id for t in trials}  # its run, written or completed
     for t in trials:
         assert t.info.status == "FINISHED"
         steps = [m.step for m in client.get_metric_history(t.info.run_id, "val_accuracy")]

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from hpo.study.resume import drop_unjournaled_runs
 from hpo.tracking.journal import Journal
 from hpo.tracking.store import Tracker
-from hpo.tracking.trials import RoundWriter
+from hpo.tracking.trials import ONE_BY_ONE_ENV, RoundWriter
 from hpo.trial.record import TrialRecord
 from hpo.trial.status import TrialStatus
 
@@ -71,7 +71,10 @@ def test_a_stop_ends_running_trials_killed_without_their_epochs(setup):
     assert state.steps[(1, "t2")] == [1, 2]
 
 
-def test_an_ended_trial_is_journaled_before_its_run_ends_and_resume_completes_it(setup):
+def test_an_ended_trial_is_journaled_before_its_run_ends_and_resume_completes_it(
+        setup, monkeypatch):
+    """One by one (the bulk writer's kill mid-flush: tests/tracking/test_round_writer.py)."""
+    monkeypatch.setenv(ONE_BY_ONE_ENV, "1")
     tracker, journal, round_run = setup
     sink = RoundWriter(tracker, journal, round_index=1, round_run=round_run)
     r = record(1)

@@ -1,6 +1,6 @@
 """``RoundWriter``: a round's trial events, as the callback hands them on, become MLflow runs
 under the round's run and journal lines, in order, once drained. Real sqlite store, real
-journal."""
+journal; each test both ways: in bulk (a sqlite store's default) and one by one."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from hpo.tracking.journal import Journal
 from hpo.tracking.store import Tracker
-from hpo.tracking.trials import RoundWriter, trial_label
+from hpo.tracking.trials import ONE_BY_ONE_ENV, RoundWriter, trial_label
 from hpo.trial.record import TrialRecord
 from hpo.trial.status import TrialStatus
 
@@ -25,8 +25,12 @@ def store_uri(tmp_path_factory) -> Iterator[str]:
         yield f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
 
 
-@pytest.fixture
-def tracker(store_uri, request) -> Tracker:
+@pytest.fixture(params=["bulk", "one-by-one"])
+def tracker(store_uri, request, monkeypatch) -> Tracker:
+    if request.param == "one-by-one":
+        monkeypatch.setenv(ONE_BY_ONE_ENV, "1")
+    else:
+        monkeypatch.delenv(ONE_BY_ONE_ENV, raising=False)
     t = Tracker(store_uri, f"exp-{request.node.name}")
     t.ensure_experiment()
     return t
@@ -229,6 +233,118 @@ def test_a_write_that_fails_is_raised_by_drain(tracker, tmp_path, round_run):
     writer.started(new_record(1, "t", 0.01))
     with pytest.raises(FileNotFoundError):
         writer.drain()
+
+
+def test_a_stopped_round_ends_its_running_trials_killed_and_resume_reopens_them(
+        tracker, journal, round_run):
+    """Ctrl-C mid-round: the trial still running gets a KILLED run with its params and no
+    epochs, the ended one is FINISHED; the resumed round runs it again into that run."""
+    client = MlflowClient(tracking_uri=tracker.uri)
+    writer = RoundWriter(tracker, journal, round_index=1, round_run=round_run)
+    done, cut = new_record(1, "done", 0.01), new_record(2, "cut", 0.02)
+    writer.started(done)
+    writer.started(cut)
+    run_events(writer, done, [epoch(1, 0.5), epoch(2, 0.6)])
+    run_events(writer, cut, [epoch(1, 0.3)])
+    done.status = TrialStatus.OK
+    writer.ended(done)
+    writer.abandon([done, cut], "KILLED")
+
+    runs = trial_runs(client, tracker, round_run)
+    assert {k: r.info.status for k, r in runs.items()} == {"1-01": "FINISHED", "1-02": "KILLED"}
+    killed = runs["1-02"]
+    assert killed.info.run_id == cut.run_id and killed.data.params["lr"] == "0.02"
+    assert killed.data.tags["hpo.status"] == "running" and not killed.data.metrics
+    assert killed.info.end_time >= killed.info.start_time
+
+    record = journal.replay().trials[(1, "cut")]
+    after = RoundWriter(tracker, journal, round_index=1, round_run=round_run)
+    record.trial_id, record.history = "cut-again", []
+    after.rekeyed(record, "cut")
+    run_events(after, record, [epoch(1, 0.35), epoch(2, 0.45)])
+    record.status = TrialStatus.OK
+    after.ended(record)
+    after.drain()
+    runs = trial_runs(client, tracker, round_run)
+    assert {k: r.info.status for k, r in runs.items()} == {"1-01": "FINISHED",
+                                                           "1-02": "FINISHED"}
+    assert runs["1-02"].info.run_id == cut.run_id
+    assert history(client, cut.run_id, "val_accuracy") == [(1, 0.35), (2, 0.45)]
+    assert runs["1-02"].data.tags["hpo.status"] == "ok"
+
+
+def test_ended_trials_reach_mlflow_within_a_batch_time_without_a_drain(tracker, journal,
+                                                                       round_run):
+    """In bulk the runs go out in batches: at most BATCH_S after a trial ends (give or take
+    the writer's tick), and at once when BATCH_TRIALS have ended."""
+    import time
+
+    from hpo.tracking.trials import BATCH_S, BATCH_TRIALS
+
+    client = MlflowClient(tracking_uri=tracker.uri)
+    writer = RoundWriter(tracker, journal, round_index=1, round_run=round_run)
+    if writer.bulk is None:
+        pytest.skip("one by one, a trial's run is there from its start: no batch to wait for")
+    records = [new_record(i + 1, f"t{i}", 0.01) for i in range(BATCH_TRIALS + 1)]
+    for r in records:
+        writer.started(r)
+        run_events(writer, r, [epoch(1, 0.5)])
+        r.status = TrialStatus.OK
+        writer.ended(r)
+    deadline = time.monotonic() + BATCH_S + 5  # a busy machine's margin
+    while len(trial_runs(client, tracker, round_run)) < len(records):
+        assert time.monotonic() < deadline, "the runs lag their trials"
+        time.sleep(0.1)
+    assert all(e["event"] for e in lines(journal))  # the journal holds them too
+    assert len([e for e in lines(journal) if e["event"] == "trial_end"]) == len(records)
+    writer.drain()
+
+
+def test_a_batch_lost_after_its_journal_lines_is_written_from_the_journal_on_resume(
+        tracker, journal, round_run):
+    """In bulk, a kill between a batch's journal lines and its commit (what the e2e resume
+    test does with a real SIGKILL): the journal holds the trials ended, MLflow lacks their
+    runs; ``drop_unjournaled_runs`` writes them as the writer would have, once."""
+    from hpo.study.resume import drop_unjournaled_runs
+
+    writer = RoundWriter(tracker, journal, round_index=1, round_run=round_run)
+    if writer.bulk is None:
+        pytest.skip("one by one: test_round_stop.py's ended-trial test")
+    study = tracker.client.get_run(round_run).data.tags["mlflow.parentRunId"]
+    journal.append("study", fingerprint="f", study_run_id=study)
+    journal.append("round_start", round=1, run_id=round_run, ranges={})
+    kept, lost = new_record(1, "kept", 0.01), new_record(2, "lost", 0.02)
+    for r in (kept, lost):
+        writer.started(r)
+        run_events(writer, r, [epoch(1, 0.5), epoch(2, 0.6)])
+        r.status = TrialStatus.OK
+    writer.ended(kept)
+    writer.drain()
+    writer.ended(lost)
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed mid-flush")
+
+    writer.bulk.write = killed
+    with pytest.raises(RuntimeError, match="mid-flush"):
+        writer.drain()
+    client = MlflowClient(tracking_uri=tracker.uri)
+    assert set(trial_runs(client, tracker, round_run)) == {"1-01"}
+    (end,) = [e for e in lines(journal) if e["event"] == "trial_end"
+              and e["record"]["trial_id"] == "lost"]
+    start_ms, end_ms, stamps = end["times"]
+
+    drop_unjournaled_runs(tracker, journal.replay())
+    drop_unjournaled_runs(tracker, journal.replay())  # a second resume writes nothing twice
+    runs = trial_runs(client, tracker, round_run)
+    assert set(runs) == {"1-01", "1-02"}
+    run = runs["1-02"]
+    assert run.info.run_id == lost.run_id and run.info.status == "FINISHED"
+    assert (run.info.start_time, run.info.end_time) == (start_ms, end_ms)
+    assert run.info.run_name == trial_label(lost) and run.data.params["lr"] == "0.02"
+    assert run.data.tags["hpo.status"] == "ok" and run.data.tags["hpo.epochs"] == "2"
+    assert [(m.step, m.value, m.timestamp) for m in client.get_metric_history(
+        lost.run_id, "val_accuracy")] == [(1, 0.5, stamps[0]), (2, 0.6, stamps[1])]
 
 
 @pytest.mark.parametrize("sampled, params, label", [
