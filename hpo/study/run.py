@@ -124,7 +124,7 @@ def _run_study(spec: Spec, *, address: str | None, tracking_uri: str | None, qui
         finally:
             lock.release()
         raise
-    status = "FAILED"
+    status, stopping = "FAILED", None
     try:
         # Ray started first: the trial workers it starts import torch while the checks run.
         INTERRUPTS.check()  # one that came while the study opened
@@ -137,6 +137,8 @@ def _run_study(spec: Spec, *, address: str | None, tracking_uri: str | None, qui
             sanity = sanity_gate(spec, data, study.tracker, study.run_id, quiet=quiet)
             study.journal.append("sanity")
         rounds = run_rounds(study, ray.put(data), data.num_classes if data is not None else 0)
+        if started_ray:  # the trials are done: Ray's processes stop while the final work runs
+            stopping, started_ray = _in_background(ray.shutdown), False
         result = _conclude(study, data, rounds, sanity)
         status = "FINISHED"
         return result
@@ -150,7 +152,9 @@ def _run_study(spec: Spec, *, address: str | None, tracking_uri: str | None, qui
         try:
             best_effort(study.tracker.end_run, study.run_id, status)
             if started_ray:
-                ray.shutdown()  # ends the trials a signal cut short, on a cluster too
+                ray.shutdown()  # ends the trials a signal cut short
+            elif stopping is not None:
+                stopping.result()
         finally:
             lock.release()
 
