@@ -24,7 +24,7 @@ from hpo.space.bridge import decode, encode, make_sampler, optuna_space, round_s
 from hpo.space.distributions import Categorical, Distribution, Int
 from hpo.trial.contract import Fit, Trial, TrialStopped
 
-__all__ = ["EpochReports", "pack_size", "run_round"]
+__all__ = ["EpochReports", "pack_size", "run_round", "trial_folder"]
 
 
 #: With no scheduler reading intermediate results (FIFO), a trial sends its epochs to the driver
@@ -79,8 +79,8 @@ def _epoch_reports(spec: Spec, top: Sequence[str]) -> EpochReports:
 
 
 def _trainable(config: dict[str, Any], *, data: Dataset | None, spec: Spec,
-               ranges: Mapping[str, Distribution], threads: int, checkpoints: Path,
-               folder: Path | None = None) -> None:
+               ranges: Mapping[str, Distribution], threads: int, study_folder: Path,
+               round_index: int, folder: Path | None = None) -> None:
     """A Ray trial: the study's ``fit(config, trial)`` (hpo's own loop, or the user's
     trainable) on the sampled configuration, its reports on their way to Tune."""
     import ray
@@ -101,7 +101,7 @@ def _trainable(config: dict[str, Any], *, data: Dataset | None, spec: Spec,
     trial = Trial(send=reports, seed=spec.seed, device=trial_device(bool(ray.get_gpu_ids())),
                   number=_trial_number(), data=data, metric=spec.search.metric,
                   direction=spec.search.resolved_mode,
-                  checkpoint_dir=checkpoints / _config_key(sampled))
+                  checkpoint_dir=trial_folder(study_folder, round_index, sampled))
     try:
         study_fit(spec)(params, trial)
     except TrialStopped:  # diverged, or the scheduler ended the trial at a report
@@ -137,11 +137,13 @@ def _trial_number() -> int | None:
     return int(tail) + 1 if tail.isdigit() else None
 
 
-def _config_key(sampled: Mapping[str, Any]) -> str:
-    """A trial's checkpoint folder: the same sampled values (a trial run again after an
+def trial_folder(study_folder: Path, round_index: int, sampled: Mapping[str, Any]) -> Path:
+    """A trial's own folder (``Trial.checkpoint_dir``), absolute (a trial runs in a folder of
+    Tune's): the same sampled values in the same round (a trial run again after an
     interruption) find the same folder."""
     text = json.dumps({k: repr(v) for k, v in sorted(sampled.items())})
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    key = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return Path(study_folder).resolve() / "checkpoints" / f"round-{round_index}" / key
 
 
 def _packed_trainable(config: dict[str, Any], *, data: Dataset, spec: Spec,
@@ -238,8 +240,8 @@ def run_round(
         tune.with_parameters(_packed_trainable if pack > 1 else _trainable,
                              data=data_ref, spec=spec, ranges=dict(ranges),
                              threads=max(1, int(cpu)),
-                             **({} if pack > 1 else {"checkpoints": storage.parent
-                                                     / "checkpoints" / f"round-{round_index}",
+                             **({} if pack > 1 else {"study_folder": storage.parent.resolve(),
+                                                     "round_index": round_index,
                                                      "folder": spec.folder})),
         {"cpu": cpu, "gpu": s.resources_per_trial["gpu"]},
     )

@@ -1,18 +1,21 @@
-"""After the last round: retrain the best (and top-k) in the driver, evaluate, log, report.
+"""After the last round: the best (and top-k) models, evaluated, logged, reported.
 
-Trials keep no checkpoints: a trial is a pure function of (configuration, data, seed), so the
-driver retrains the few configurations it needs, bit-for-bit on CPU, with the trials' thread
-count. That gives the best model for MLflow, the test-split score, the top-k ensemble and the
-activation histograms without shipping weights back from every trial. Where the study gives
-trials a GPU and the driver has one, the retrain runs there too (``trial_device``), and matches
-the trial as far as the GPU's arithmetic repeats itself; the trained model then comes back to the
-CPU for scoring and logging.
+A trial of hpo's own loop leaves its trained weights in its folder (``Trial.checkpoint_dir``,
+``hpo.trial.train.WEIGHTS_FILE``), and the final evaluation loads the top trials' from there.
+While the study runs, ``KeptWeights`` deletes the weights of every ended trial that is not
+among the ``ENSEMBLE_TOP_K`` best so far, so the study's disk holds a few models, not one per
+trial. A trial with no weights there (run on another machine of a cluster, packed, cut short by
+the scheduler) is trained again in the driver: a trial is a pure function of (configuration,
+data, seed), so on CPU the retrain, with the trials' thread count, is the trial bit for bit.
+Where the study gives trials a GPU and the driver has one, the retrain runs there too
+(``trial_device``), and matches the trial as far as the GPU's arithmetic repeats itself; the
+trained model then comes back to the CPU for scoring and logging.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,7 @@ from hpo.tracking.store import Tracker
 from hpo.trial.record import TrialRecord
 from hpo.trial.status import TrialStatus
 
-__all__ = ["FinalEvaluation", "evaluate_final", "finish", "log_best_model"]
+__all__ = ["FinalEvaluation", "KeptWeights", "evaluate_final", "finish", "log_best_model"]
 
 #: Trials whose softmax outputs are averaged into the ensemble (the notes' "model ensembles").
 ENSEMBLE_TOP_K = 3
@@ -86,14 +89,55 @@ def _probabilities(model: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
     return torch.softmax(model(torch.from_numpy(np.array(x))), dim=1)  # (N, classes)
 
 
-def evaluate_final(spec: Spec, data: Dataset, ranked: Sequence[Any]) -> FinalEvaluation:
-    """Retrain ``ranked[0]`` (the best) and the next few, score them on test (else val)."""
+def _trained(spec: Spec, data: Dataset, record: TrialRecord, study_folder: Path | None) -> Any:
+    """The trial's trained model (a TrialOutcome): the weights it kept, else a retrain."""
+    from hpo.trial.train import TrialOutcome, kept_model
+
+    model = None if study_folder is None else kept_model(
+        record.params, data, _trial_folder(study_folder, record))
+    return TrialOutcome(model=model) if model is not None else _retrain(spec, data,
+                                                                          record.params)
+
+
+def _trial_folder(study_folder: Path, record: TrialRecord) -> Path:
+    from hpo.execution.round import trial_folder
+
+    return trial_folder(study_folder, record.round, record.sampled)
+
+
+class KeptWeights:
+    """Keeps the weights of the ``ENSEMBLE_TOP_K`` best ended trials of the study so far, and
+    deletes every other ended trial's, as trials end (``seen``, with the records of a round)."""
+
+    def __init__(self, study: Study) -> None:
+        self.study = study
+        self._seen: set[tuple[int, str]] = set()
+        self._best: list[TrialRecord] = []
+
+    def seen(self, records: Iterable[TrialRecord]) -> None:
+        from hpo.trial.train import WEIGHTS_FILE
+
+        fresh = [r for r in records if r.finished and (r.round, r.trial_id) not in self._seen]
+        if not fresh:
+            return
+        self._seen.update((r.round, r.trial_id) for r in fresh)
+        candidates = [*self._best, *fresh]
+        self._best = self.study.ranked(candidates)[:ENSEMBLE_TOP_K]
+        for record in candidates:
+            if not any(record is kept for kept in self._best):
+                (_trial_folder(self.study.folder, record) / WEIGHTS_FILE).unlink(missing_ok=True)
+
+
+def evaluate_final(spec: Spec, data: Dataset, ranked: Sequence[Any],
+                   study_folder: Path | None = None) -> FinalEvaluation:
+    """The models of ``ranked[0]`` (the best) and the next few, kept by their trials in
+    ``study_folder`` or trained again, scored on test (else val)."""
     from hpo.trial.instruments import activation_stats, activations_found
 
     split = "test" if len(data.y_test) else "val"
     x, y = (data.x_test, data.y_test) if split == "test" else (data.x_val, data.y_val)
     members = list(ranked[:ENSEMBLE_TOP_K])
-    outcomes = [_retrain(spec, data, r.params) for r in members]
+    outcomes = [_trained(spec, data, r, study_folder) for r in members]
     usable = [(r, o) for r, o in zip(members, outcomes)
               if o.status is not TrialStatus.DIVERGED]
     best_model = outcomes[0].model
@@ -158,7 +202,7 @@ def finish(study: Study, data: Dataset | None, records: list[TrialRecord],
     figures = {"plots/learning_curves.png": learning_curves(ranked, metric=study.metric)}
     final = None
     if study.spec.trainable is None and isinstance(data, Dataset):  # arrays hpo trained on
-        final = evaluate_final(study.spec, data, ranked)
+        final = evaluate_final(study.spec, data, ranked, study.folder)
         study.tracker.log_metrics(study.run_id, final.metrics())
         log_best_model(study.tracker, study.run_id, final.model, data)
         if final.activations:

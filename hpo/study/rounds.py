@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ from hpo.report.tables import fmt_range
 from hpo.space.distributions import Distribution, parse_distribution
 from hpo.space.refinement import Change, FinishedTrial, refine, should_stop
 from hpo.study.context import Study
+from hpo.study.final import KeptWeights
 from hpo.study.resume import continuation
 from hpo.tracking.journal import RoundState
 from hpo.tracking.trials import RoundWriter
@@ -50,7 +52,7 @@ def run_rounds(study: Study, data_ref: Any, num_classes: int) -> Rounds:
     rounds_total = spec.search.rounds if ranges else 1
     if not ranges:
         _say_fixed(study)
-    out = Rounds()
+    out, weights = Rounds(), KeptWeights(study)
     for k in range(1, rounds_total + 1):
         before = study.past.rounds.get(k) if study.past else None
         if before is not None and before.done:  # finished before the interruption
@@ -65,8 +67,9 @@ def run_rounds(study: Study, data_ref: Any, num_classes: int) -> Rounds:
             continue
         if before is not None:
             ranges = _ranges_from(before.ranges)
+        weights.seen(out.records)  # the rounds read back from the journal
         round_run, round_records = _run_round(study, k, ranges, before, data_ref, num_classes,
-                                              last=k == rounds_total)
+                                              weights, last=k == rounds_total)
         out.records += round_records
         summary = _summary(study, k, ranges, round_run, round_records)
         out.summaries.append(summary)
@@ -101,7 +104,8 @@ def _trials_per_round(study: Study) -> int:
 
 
 def _run_round(study: Study, k: int, ranges: dict[str, Distribution], before: RoundState | None,
-               data_ref: Any, num_classes: int, *, last: bool) -> tuple[str, list[TrialRecord]]:
+               data_ref: Any, num_classes: int, weights: KeptWeights, *, last: bool
+               ) -> tuple[str, list[TrialRecord]]:
     """Round k's trials on Ray, each journaled and in MLflow; (round run, round's records)."""
     from hpo.execution.callback import StudyCallback
     from hpo.execution.cluster import await_warm_workers, prestart_warm_workers
@@ -125,9 +129,13 @@ def _run_round(study: Study, k: int, ranges: dict[str, Distribution], before: Ro
                        ranges={n: d.to_yaml() for n, d in ranges.items()})
     if plan["num_trials"] > 0:
         sink = RoundWriter(tracker, journal, round_index=k, round_run=round_run)
-        progress = ProgressLine(round_index=k, rounds=spec.search.rounds, total=total,
-                                metric=study.metric, direction=study.direction,
-                                quiet=study.quiet)
+        line = ProgressLine(round_index=k, rounds=spec.search.rounds, total=total,
+                            metric=study.metric, direction=study.direction, quiet=study.quiet)
+
+        def progress(records: Collection[TrialRecord]) -> None:  # after each trial's end
+            line(records)
+            weights.seen(records)
+
         callback = StudyCallback(spec=spec, ranges=ranges, round_index=k, events=sink,
                                  known=journal.replay().round_records(k), progress=progress,
                                  num_classes=num_classes, continued=before is not None)

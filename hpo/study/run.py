@@ -247,7 +247,8 @@ def _open(spec: Spec, data: Dataset | None, tracker: Tracker, journal: Journal,
     study.say(f"study {spec.name!r}: {summary}"
               + (f" (resuming from {journal.path})" if past else ""))
     if past is None:
-        shutil.rmtree(folder / "ray", ignore_errors=True)  # a new study of this name
+        for left in ("ray", "checkpoints"):  # a new study of this name: not the last one's
+            shutil.rmtree(folder / left, ignore_errors=True)
         journal.reset()
         study.run_id = tracker.start_run(
             spec.name, tags={"hpo.kind": "study", "hpo.seed": str(spec.seed)},

@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,9 +39,10 @@ from hpo.trial.metrics import activation_metrics, diverged_metrics, epoch_metric
 from hpo.trial.status import TrialStatus
 from models.config import ModelConfig
 
-__all__ = ["DIVERGENCE_CHECK_STEPS", "TRAIN_EVAL_SIZE", "TrialOutcome", "build_optimizer",
-           "build_trial_model", "evaluate", "fit", "l2_penalty", "model_config", "tensors",
-           "train_config", "train_trial", "trial_device", "trial_threads"]
+__all__ = ["DIVERGENCE_CHECK_STEPS", "TRAIN_EVAL_SIZE", "TrialOutcome", "WEIGHTS_FILE",
+           "build_optimizer", "build_trial_model", "evaluate", "fit", "kept_model", "l2_penalty",
+           "model_config", "tensors", "train_config", "train_trial", "trial_device",
+           "trial_threads"]
 
 #: Train accuracy is measured in evaluation mode on this many fixed training examples (the
 #: first of the seeded split): a sample, as the validation split is, at a small fraction of an
@@ -294,11 +296,32 @@ def train_trial(
     return outcome
 
 
+#: The trained weights (a state_dict) a trial of hpo's own loop leaves in its
+#: ``Trial.checkpoint_dir``, so that the study's final evaluation need not train it again.
+WEIGHTS_FILE = "weights.pt"
+
+
 def fit(config: dict[str, Any], trial: Trial) -> None:
     """hpo's own loop as a trainable (``hpo.trial.contract``): the contract's reference
-    implementation, which every trial of a study without ``trainable:`` runs."""
-    train_trial(config, trial.data, seed=trial.seed, device=trial.device,
-                report=lambda metrics: trial.report(**metrics))
+    implementation, which every trial of a study without ``trainable:`` runs. A trial given a
+    folder of its own leaves its trained weights there (``WEIGHTS_FILE``)."""
+    folder = trial.checkpoint_dir
+    outcome = train_trial(config, trial.data, seed=trial.seed, device=trial.device,
+                          report=lambda metrics: trial.report(**metrics),
+                          keep_model=folder is not None)
+    if folder is not None and outcome.status is not TrialStatus.DIVERGED:
+        torch.save(outcome.model.state_dict(), folder / WEIGHTS_FILE)
+
+
+def kept_model(params: Mapping[str, Any], data: Any, folder: Path) -> nn.Module | None:
+    """The model a trial trained, from the weights it left in ``folder`` (on the CPU); None
+    when it left none there (another machine's trial, a packed or diverged one)."""
+    path = Path(folder) / WEIGHTS_FILE
+    if not path.is_file():
+        return None
+    model = build_trial_model(params, data)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model
 
 
 class _Tensors:

@@ -131,6 +131,41 @@ def test_best_yaml_is_logged_and_reproduces_the_best_trial(study):
     assert f"val_accuracy {best_acc:.4f}" in again.stdout  # same seed, same result on CPU
 
 
+def test_the_best_trials_keep_their_weights_and_the_final_evaluation_loads_them(study):
+    """Only the top 3 trials' weights stay on disk; the final evaluation's models loaded from
+    them are the models a retrain in the driver gives, parameter for parameter (on CPU)."""
+    import torch
+
+    from hpo.data.dataset import load_dataset
+    from hpo.execution.round import trial_folder
+    from hpo.study.final import ENSEMBLE_TOP_K, evaluate_final
+    from hpo.tracking.journal import Journal
+    from hpo.trial.record import ranked
+    from hpo.trial.train import WEIGHTS_FILE
+
+    folder, uri, _ = study
+    study_folder = folder / "hpo_runs" / EXPERIMENT
+    past = Journal(study_folder / "journal.jsonl").replay()
+    records = [r for k in (1, 2) for r in past.round_records(k)]
+    best = ranked(records, metric="val_accuracy", mode="max")
+    assert len(best) >= ENSEMBLE_TOP_K
+    kept = sorted(p.parent.name for p in (study_folder / "checkpoints").glob(f"*/*/{WEIGHTS_FILE}"))
+    spec = load_spec_path(folder)
+    assert kept == sorted(trial_folder(study_folder, r.round, r.sampled).name
+                          for r in best[:ENSEMBLE_TOP_K])
+
+    data = load_dataset(spec.data, seed=spec.seed)
+    loaded = evaluate_final(spec, data, best, study_folder)
+    retrained = evaluate_final(spec, data, best, None)
+    assert loaded.best_accuracy == retrained.best_accuracy
+    assert loaded.ensemble_accuracy == retrained.ensemble_accuracy
+    for a, b in zip(loaded.model.state_dict().values(), retrained.model.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)
+    final = runs_by_kind(uri, EXPERIMENT)["study"][0].data.metrics
+    assert final["final_val_accuracy"] == pytest.approx(loaded.best_accuracy)
+
+
 def test_tune_keeps_only_what_it_needs_of_finished_trials(study):
     """Tune holds every trial of a round until it ends; once hpo has journaled a trial, Tune
     keeps neither its per-epoch metrics nor its running statistics (its saved state says so),
