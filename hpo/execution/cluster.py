@@ -105,7 +105,7 @@ def start_ray(address: str | None, *, study: Spec | None = None) -> bool:
         else:  # this machine's alone: on the loopback address, no dashboard
             with _ray_private.loopback_node():
                 ray.init(_node_ip_address=LOOPBACK, include_dashboard=False,
-                         _system_config=WARM_WORKERS, **kwargs)
+                         _system_config=dict(WARM_WORKERS), **kwargs)  # Ray adds to it
             _pool = _WarmPool(_ray_private.session_name(),
                               int(ray.cluster_resources().get("CPU", 0)))
     except ConnectionError as exc:
