@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -48,6 +49,22 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--host", default="127.0.0.1")
     return parser
+
+
+def run() -> None:
+    """The ``hpo`` command: ``main``, then exit at once with its code.
+
+    By then everything the command writes is written (MLflow commits each call, the journal is
+    synced, the study's Ray is stopped); tearing the interpreter down with torch, Ray and
+    MLflow loaded took ~3 s after the last line. A Ray connection still open (a cluster's) is
+    closed first, as Python's exit would.
+    """
+    code = main()
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
