@@ -168,17 +168,6 @@ def write_bulk(uri: str, specs: list[Spec], batch: int = 8) -> list[str]:
     return ids
 
 
-@pytest.fixture(scope="module", autouse=True)
-def tracker_env() -> Iterator[None]:
-    """What Tracker sets in the environment (if unset), kept to this module."""
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-                           "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-                           "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}.items():
-            mp.setenv(key, value)
-        yield
-
-
 @pytest.fixture(scope="module")
 def specs() -> list[Spec]:
     return study_specs()
@@ -428,6 +417,7 @@ import json, os, signal, sys
 sys.path.insert(0, {root!r})
 from tests.tracking.test_bulk import study_specs
 from hpo.tracking.bulk import BulkRuns
+from tests.fixtures.tracker_env import tracker_env  # noqa: F401 - autouse
 uri, experiment_id, ids, kill_at = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
 specs = study_specs()
 bulk = BulkRuns(uri, experiment_id)

@@ -33,18 +33,9 @@ from hpo.tracking.journal import Journal
 from hpo.tracking.trials import ONE_BY_ONE_ENV, RoundWriter
 from hpo.trial.record import TrialRecord
 from hpo.trial.status import TrialStatus
+from tests.fixtures.tracker_env import tracker_env  # noqa: F401 - autouse
 
 TRIALS, EPOCHS = 9, 4
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tracker_env() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-                           "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-                           "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}.items():
-            mp.setenv(key, value)
-        yield
 
 
 @contextmanager
