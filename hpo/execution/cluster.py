@@ -40,6 +40,9 @@ def quiet_libraries() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for name in ("ray.tune", "ray.tune.analysis.experiment_analysis", "mlflow"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # Tune's saved experiment state: hpo resumes from its journal, never from it. Tune logs a
+    # failure to save it (a full disk) with a traceback, and goes on; the study says what failed.
+    logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.CRITICAL)
     controller = logging.getLogger("ray.tune.execution.tune_controller")
     if not any(isinstance(f, _NotStoppingErrors) for f in controller.filters):
         controller.addFilter(_NotStoppingErrors())

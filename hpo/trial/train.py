@@ -310,7 +310,19 @@ def fit(config: dict[str, Any], trial: Trial) -> None:
                           report=lambda metrics: trial.report(**metrics),
                           keep_model=folder is not None)
     if folder is not None and outcome.status is not TrialStatus.DIVERGED:
-        torch.save(outcome.model.state_dict(), folder / WEIGHTS_FILE)
+        _keep_weights(outcome.model, folder / WEIGHTS_FILE)
+
+
+def _keep_weights(model: nn.Module, path: Path) -> None:
+    """Write the weights whole under ``path``, or not at all: they only spare the final
+    evaluation a retrain, so a write that fails (a full disk) leaves no file and the trial
+    ends as it trained."""
+    part = path.with_name(path.name + ".part")
+    try:
+        torch.save(model.state_dict(), part)
+        part.replace(path)
+    except (OSError, RuntimeError):  # torch's zip writer reports a failed write as RuntimeError
+        part.unlink(missing_ok=True)
 
 
 def kept_model(params: Mapping[str, Any], data: Any, folder: Path) -> nn.Module | None:

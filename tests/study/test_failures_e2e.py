@@ -15,8 +15,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,13 +73,32 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def _fill(disk: Path) -> Path:
-    filler = disk / "filler"
+@contextlib.contextmanager
+def _full(disk: Path) -> Iterator[Path]:
+    """``disk`` filled, and kept full while the block runs: what the study frees (the weights
+    of trials that fell out of the top 3, a weights file whose write failed) is taken at once,
+    as on a disk that other programs fill too. Yields the filler, to delete afterwards."""
+    filler, done = disk / "filler", threading.Event()
+
+    def fill() -> None:
+        with open(filler, "ab", buffering=0) as fh:
+            while not done.is_set():
+                try:
+                    fh.write(b"\0" * 4096)
+                except OSError:  # full: try again for whatever is freed next
+                    time.sleep(0.0005)
+
     with open(filler, "wb") as fh, contextlib.suppress(OSError):
-        while True:
+        while True:  # the bulk of it, fast
             fh.write(b"\0" * (1 << 20))
             fh.flush()
-    return filler
+    keeper = threading.Thread(target=fill, daemon=True)
+    keeper.start()
+    try:
+        yield filler
+    finally:
+        done.set()
+        keeper.join()
 
 
 def test_a_full_disk_mid_round_stops_cleanly_and_resume_finishes(tmp_path, small_disk):
@@ -86,8 +107,8 @@ def test_a_full_disk_mid_round_stops_cleanly_and_resume_finishes(tmp_path, small
     drv.args += ["--study-root", str(small_disk / "hpo_runs")]  # the store stays writable
     proc = drv.start()
     drv.wait_mid_round(proc, 1, ended=2)
-    filler = _fill(small_disk)
-    rc = _stop(proc)
+    with _full(small_disk) as filler:
+        rc = _stop(proc)
     err = drv.err.read_text()
     assert rc == 1, err[-3000:]
     _one_clear_line(err, "hpo: error: the disk is full")
