@@ -14,6 +14,7 @@ trained model then comes back to the CPU for scoring and logging.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -115,8 +116,6 @@ class KeptWeights:
         self._best: list[TrialRecord] = []
 
     def seen(self, records: Iterable[TrialRecord]) -> None:
-        from hpo.trial.train import WEIGHTS_FILE
-
         fresh = [r for r in records if r.finished and (r.round, r.trial_id) not in self._seen]
         if not fresh:
             return
@@ -125,7 +124,19 @@ class KeptWeights:
         self._best = self.study.ranked(candidates)[:ENSEMBLE_TOP_K]
         for record in candidates:
             if not any(record is kept for kept in self._best):
-                (_trial_folder(self.study.folder, record) / WEIGHTS_FILE).unlink(missing_ok=True)
+                _drop_weights(_trial_folder(self.study.folder, record))
+
+
+def _drop_weights(folder: Path) -> None:
+    """A trial's kept weights, and its folder with them when nothing else is in it."""
+    from hpo.trial.train import WEIGHTS_FILE
+
+    try:
+        (folder / WEIGHTS_FILE).unlink()
+    except FileNotFoundError:  # kept none (diverged, packed), or dropped already
+        return
+    with contextlib.suppress(OSError):  # not empty: the folder is the trial's, not only ours
+        folder.rmdir()
 
 
 def evaluate_final(spec: Spec, data: Dataset, ranked: Sequence[Any],

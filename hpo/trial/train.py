@@ -305,7 +305,9 @@ def fit(config: dict[str, Any], trial: Trial) -> None:
     """hpo's own loop as a trainable (``hpo.trial.contract``): the contract's reference
     implementation, which every trial of a study without ``trainable:`` runs. A trial given a
     folder of its own leaves its trained weights there (``WEIGHTS_FILE``)."""
-    folder = trial.checkpoint_dir
+    # The folder's path, not the property that makes it: it is made only for weights written,
+    # so a diverged trial leaves none, and a pruned trial's goes with its weights.
+    folder = trial._checkpoint_dir
     outcome = train_trial(config, trial.data, seed=trial.seed, device=trial.device,
                           report=lambda metrics: trial.report(**metrics),
                           keep_model=folder is not None)
@@ -319,6 +321,7 @@ def _keep_weights(model: nn.Module, path: Path) -> None:
     ends as it trained."""
     part = path.with_name(path.name + ".part")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), part)
         part.replace(path)
     except (OSError, RuntimeError):  # torch's zip writer reports a failed write as RuntimeError

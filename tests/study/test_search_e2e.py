@@ -153,6 +153,8 @@ def test_the_best_trials_keep_their_weights_and_the_final_evaluation_loads_them(
     spec = load_spec_path(folder)
     assert kept == sorted(trial_folder(study_folder, r.round, r.sampled).name
                           for r in best[:ENSEMBLE_TOP_K])
+    folders = sorted(p.name for p in (study_folder / "checkpoints").glob("*/*"))
+    assert folders == kept  # a dropped trial's folder went with its weights
 
     data = load_dataset(spec.data, seed=spec.seed)
     loaded = evaluate_final(spec, data, best, study_folder)
