@@ -17,8 +17,10 @@ split comes from what the study leaves: the MLflow runs' start and end times and
 
 The *ideal* is the same trials (the configurations the study ran, each for the epochs it trained)
 in the bare loop of ``benchmarks/trial_cost.py`` (plain PyTorch, one thread, one validation pass
-per epoch), sequentially in one process, divided by the cores. *trial / bare* is the median,
-over the trials, of a trial's MLflow duration over the bare loop's time on its configuration.
+per epoch), sequentially in one process, divided by the cores. It is timed right after each
+``hpo search`` run, on that run's trials, and the studies take turns within each repeat, so that
+the command and its ideal share the machine's state of the moment. *trial / bare* is the median,
+over a run's trials, of a trial's MLflow duration over the bare loop's time on its configuration.
 
 Studies: ``default`` is ``search_spaces/digits_mlp.yaml`` (what ``make search`` runs: sanity
 checks, 3 rounds of 16 trials of 15 epochs); ``48x30`` is the same study file with one round of
@@ -153,16 +155,17 @@ PHASES = [("start_to_study_run", "process start to the study's MLflow run"),
           ("total", "whole command")]
 
 
-def summarize(name: str, runs: list[dict[str, Any]], bare: dict[str, float],
-              cores: int) -> dict[str, Any]:
-    ideal = sum(bare.values()) / cores
-    ratios = [t / bare[k] for r in runs for k, t in r["trial_seconds"].items() if k in bare]
-    return {"study": name, "ideal": ideal, "bare_sum": sum(bare.values()),
+def summarize(name: str, runs: list[dict[str, Any]], cores: int) -> dict[str, Any]:
+    """Each figure per repeat: a run against the bare loop timed right after it."""
+    ideals = [sum(r["bare"].values()) / cores for r in runs]
+    return {"study": name, "ideal": ideals,
             "phases": {k: [r[k] for r in runs] for k, _ in PHASES},
-            "total_over_ideal": [r["total"] / ideal for r in runs],
-            "trial_over_bare": ratios,
+            "total_over_ideal": [r["total"] / ideal for r, ideal in zip(runs, ideals)],
+            "trial_over_bare": [_bench.median([t / r["bare"][k]
+                                               for k, t in r["trial_seconds"].items()
+                                               if k in r["bare"]]) for r in runs],
             "trial_median": [_bench.median(list(r["trial_seconds"].values())) for r in runs],
-            "bare_median": _bench.median(list(bare.values()))}
+            "bare_median": [_bench.median(list(r["bare"].values())) for r in runs]}
 
 
 def render(summaries: list[dict[str, Any]], args: argparse.Namespace, loads: list[float]
@@ -173,13 +176,14 @@ def render(summaries: list[dict[str, Any]], args: argparse.Namespace, loads: lis
              f"Command: `{_bench.command_line(None)}`.", ""]
     for s in summaries:
         rows = [[label, _bench.spread(s["phases"][k], "{:.1f}")] for k, label in PHASES]
-        rows.append(["ideal: the same trials in the bare loop / cores", f"{s['ideal']:.1f}"])
+        rows.append(["ideal: the same trials in the bare loop / cores",
+                     _bench.spread(s["ideal"], "{:.1f}")])
         rows.append(["whole command / ideal", _bench.spread(s["total_over_ideal"], "{:.2f}x")])
         rows.append(["a trial / the bare loop on its configuration (median over trials)",
-                     _bench.spread([_bench.median(s["trial_over_bare"])], "{:.2f}x")])
+                     _bench.spread(s["trial_over_bare"], "{:.2f}x")])
         rows.append(["a trial, median seconds (MLflow start to end)",
                      _bench.spread(s["trial_median"], "{:.2f}")])
-        rows.append(["the bare loop, median seconds", f"{s['bare_median']:.2f}"])
+        rows.append(["the bare loop, median seconds", _bench.spread(s["bare_median"], "{:.2f}")])
         lines += [f"## study `{s['study']}`", "", _bench.markdown_table(["", "seconds"], rows), ""]
     m = _bench.machine()
     lines.append(f"{args.repeats} repeat(s); {m['date']}; {m['cores']} cores; python "
@@ -197,16 +201,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=900.0)
     args = p.parse_args(argv)
     run_once("default", quick=True, timeout=args.timeout)  # warm-up: page cache, blank tables
-    summaries, loads, raw = [], [], {"machine": _bench.machine(), "studies": {}}
-    for name in args.studies:
-        runs = []
-        for _ in range(args.repeats):
-            runs.append(run_once(name, quick=args.quick, timeout=args.timeout))
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in args.studies}
+    loads = []
+    for _ in range(args.repeats):  # the studies take turns, each followed by its bare loop
+        for name in args.studies:
+            run = run_once(name, quick=args.quick, timeout=args.timeout)
             loads.append(os.getloadavg()[0])
-            print(f"{name}: {runs[-1]['total']:.1f} s", flush=True)
-        bare = bare_times(runs[0]["trials_run"])
-        summaries.append(summarize(name, runs, bare, _bench.cores()))
-        raw["studies"][name] = {"runs": runs, "bare": bare, "summary": summaries[-1]}
+            run["bare"] = bare_times(run["trials_run"])
+            runs[name].append(run)
+            print(f"{name}: {run['total']:.1f} s, bare {sum(run['bare'].values()):.1f} s",
+                  flush=True)
+    summaries = [summarize(name, runs[name], _bench.cores()) for name in args.studies]
+    raw = {"machine": _bench.machine(),
+           "studies": {s["study"]: {"runs": runs[s["study"]], "summary": s} for s in summaries}}
     markdown = render(summaries, args, loads)
     if not args.quick:
         _bench.write_results(STEM, markdown, raw)
