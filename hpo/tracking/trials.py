@@ -6,18 +6,21 @@ database.
 
 Two ways, one result (the same runs, params, metrics, tags, status and times):
 
-- **In bulk** (a local sqlite store): a trial's run is written once it has ended, with many
-  others in one transaction (``BulkRuns``): up to ``BATCH_TRIALS`` trials, or what ended in
-  ``BATCH_S`` seconds, whichever comes first, and whatever waits when the round drains. Its
-  run id is chosen when it starts (``new_run_id``) and journaled with its start. Journal lines
-  go out whenever the writer has caught up with the events (one write and fsync for all that
-  came meanwhile: a pack's 64 ends are one), and always before the runs of the trials they
-  end. A trial's run appears in MLflow when it ends, not when it starts. The callback's events
-  cost the driver's thread a queue put, no store call; its epochs wait in memory until the
-  trial ends.
-- **One by one** (any other store, or ``ONE_BY_ONE_ENV`` set): ``Tracker``'s calls, a run
-  created when its trial starts (``record.run_id`` is then set by the writer thread, so every
-  write that needs it is queued behind the trial's start), its metrics and end when it ends.
+- **In bulk** (``_BulkTrials``; a local sqlite store): a trial's run is written once it has
+  ended, with many others in one transaction (``BulkRuns``): up to ``BATCH_TRIALS`` trials, or
+  what ended in ``BATCH_S`` seconds, whichever comes first, and whatever waits when the round
+  drains. Its run id is chosen when it starts (``new_run_id``) and journaled with its start.
+  Journal lines go out whenever the writer has caught up with the events (one write and fsync
+  for all that came meanwhile: a pack's 64 ends are one), and always before the runs of the
+  trials they end. A trial's run appears in MLflow when it ends, not when it starts. The
+  callback's events cost the driver's thread a queue put, no store call; its epochs wait in
+  memory until the trial ends.
+- **One by one** (``_OneByOneTrials``; any other store, or ``ONE_BY_ONE_ENV`` set):
+  ``Tracker``'s calls, a run created when its trial starts (``record.run_id`` is then set by
+  the writer thread, so every write that needs it is queued behind the trial's start), its
+  metrics and end when it ends.
+
+``RoundWriter`` chooses the way once, when the round starts, and hands it every event.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from hpo.tracking.journal import Journal
@@ -102,30 +106,25 @@ def bulk_runs(tracker: Tracker) -> Any:
 
 class RoundWriter:
     """The trial events of round ``round_index`` as MLflow runs under ``round_run`` and journal
-    lines; ``drain()`` when the round ends."""
+    lines; ``drain()`` when the round ends.
+
+    The way its trials are written (``_BulkTrials`` or ``_OneByOneTrials``) is chosen here,
+    once, and writes each event; what is the same both ways stays here: draining the writer
+    thread, its failure, and which runs a stop leaves to end."""
 
     def __init__(self, tracker: Tracker, journal: Journal, *, round_index: int,
                  round_run: str) -> None:
         self.tracker, self.journal = tracker, journal
         self.round, self.round_run = round_index, round_run
         self.bulk = bulk_runs(tracker)
-        self.writer = Writer(idle=self._caught_up if self.bulk else None)
-        self._steps: dict[str, list[int]] = {}  # trial id -> its epochs' MLflow steps
-        self._ended = 0
+        way = (tracker, journal, round_index, round_run)
+        self._trials = _BulkTrials(self.bulk, *way) if self.bulk else _OneByOneTrials(*way)
+        self.writer = self._trials.writer
         self._ending: set[str] = set()  # the trials handed to ``ended`` here (driver thread)
-        self._closed: set[str] = set()  # the runs this writer ended (writer thread)
-        # in bulk: the driver thread's
-        self._epochs: dict[str, list[tuple[int, int, dict[str, float]]]] = {}  # (step, ms, m)
-        self._started: dict[str, int] = {}  # trial id -> when it (last) started, ms
-        # in bulk: the writer thread's
-        self._lines: list[tuple[str, dict[str, Any]]] = []  # journal lines not yet written
-        self._batch: list[tuple[TrialRecord, Any]] = []  # (record, TrialRun) not yet written
-        self._since: float | None = None  # when the oldest of the batch came (monotonic)
-        self._existing: set[str] = set()  # runs in the store before their trial ended
 
     def drain(self) -> None:
-        if self.bulk and self.writer.error is None:
-            self.writer.write(self._flush)
+        if self.writer.error is None:
+            self._trials.drain()
         self.writer.drain()
 
     @property
@@ -145,76 +144,109 @@ class RoundWriter:
             for record in records:
                 # not the trials that ended before a resume: their runs are ended already
                 ours = not record.finished or record.trial_id in self._ending
-                if ours and record.run_id and record.run_id not in self._closed:
+                if ours and record.run_id and record.run_id not in self._trials.closed:
                     left.append(record)
-            if self.bulk:
-                self._abandon_bulk(left, status)
-            for record in left:
-                if not self.bulk or record.run_id in self._existing:
-                    self.tracker.discard(record.run_id)
-                    self.tracker.end_run(record.run_id, status)
-
-    def _abandon_bulk(self, records: list[TrialRecord], status: str) -> None:
-        from hpo.tracking.bulk import TrialRun
-
-        now = _now_ms()
-        self.bulk.write([TrialRun(
-            name=trial_label(r), start_time=self._started.get(r.trial_id, now), end_time=now,
-            status=status, parent_run_id=self.round_run, params=r.params,
-            tags=start_tags(r, self.round), run_id=r.run_id)
-            for r in records if r.run_id not in self._existing])  # a run there stays as it is
+            self._trials.abandon(left, status)
 
     # -- the callback's events (driver thread) ------------------------------------------------
     def started(self, record: TrialRecord) -> None:
-        if self.bulk:
-            from hpo.tracking.bulk import new_run_id
-
-            record.run_id = new_run_id()
-            self._started[record.trial_id] = _now_ms()
-            self.writer.write(self._line, "trial_start", {"record": record.to_json()})
-        else:
-            self.writer.write(self._start_run, record, record.to_json())
+        self._trials.started(record)
 
     def restarted(self, record: TrialRecord) -> None:
         """A retry after a failure, or a cut-short trial run again: its epochs start over."""
+        self._trials.restarted(record)
+
+    def rekeyed(self, record: TrialRecord, old: str) -> None:
+        self._trials.rekeyed(record, old)
+
+    def epoch(self, record: TrialRecord, metrics: dict[str, float], step: int) -> None:
+        self._trials.epoch(record, metrics, step)
+
+    def ended(self, record: TrialRecord) -> None:
+        self._ending.add(record.trial_id)
+        self._trials.ended(record)
+
+
+class _Trials(ABC):
+    """One way of writing a round's trials (the module docstring's two). Its event methods run
+    on the driver's thread and queue their writes on ``writer``, one thread that runs them in
+    order; ``ended_count`` and ``closed`` are that thread's."""
+
+    def __init__(self, tracker: Tracker, journal: Journal, round_index: int, round_run: str,
+                 *, idle: Callable[[], None] | None = None) -> None:
+        self.tracker, self.journal = tracker, journal
+        self.round, self.round_run = round_index, round_run
+        self.writer = Writer(idle=idle)
+        self.ended_count = 0  # trials whose end was written: the N of CRASH_ENV's points
+        self.closed: set[str] = set()  # the runs this writer ended
+
+    @abstractmethod
+    def started(self, record: TrialRecord) -> None: ...
+
+    @abstractmethod
+    def restarted(self, record: TrialRecord) -> None:
+        """A retry after a failure, or a cut-short trial run again: its epochs start over."""
+
+    @abstractmethod
+    def rekeyed(self, record: TrialRecord, old: str) -> None:
+        """A trial cut short runs again under a new Tune trial id, into the same run."""
+
+    @abstractmethod
+    def epoch(self, record: TrialRecord, metrics: dict[str, float], step: int) -> None: ...
+
+    @abstractmethod
+    def ended(self, record: TrialRecord) -> None: ...
+
+    def drain(self) -> None:
+        """The round ends: queue the writes this way holds back (none unless overridden)."""
+
+    @abstractmethod
+    def abandon(self, records: list[TrialRecord], status: str) -> None:
+        """End the runs of ``records`` (their trials did not end) with ``status`` and their
+        params; called once the writer thread has stopped."""
+
+    def _end_runs(self, records: Iterable[TrialRecord], status: str) -> None:
+        for record in records:
+            self.tracker.discard(record.run_id)
+            self.tracker.end_run(record.run_id, status)
+
+
+class _OneByOneTrials(_Trials):
+    """``Tracker``'s calls: a run created when its trial starts, its metrics and end when it
+    ends."""
+
+    def __init__(self, tracker: Tracker, journal: Journal, round_index: int,
+                 round_run: str) -> None:
+        super().__init__(tracker, journal, round_index, round_run)
+        self._steps: dict[str, list[int]] = {}  # trial id -> its epochs' MLflow steps
+
+    # -- the callback's events (driver thread) ------------------------------------------------
+    def started(self, record: TrialRecord) -> None:
+        self.writer.write(self._start_run, record, record.to_json())
+
+    def restarted(self, record: TrialRecord) -> None:
         self._steps.pop(record.trial_id, None)
-        if self.bulk:
-            self._epochs.pop(record.trial_id, None)
-        else:
-            self.writer.write(self._discard, record)
+        self.writer.write(self._discard, record)
 
     def rekeyed(self, record: TrialRecord, old: str) -> None:
         self.restarted(record)
-        if self.bulk:
-            self._started[record.trial_id] = _now_ms()
-            self.writer.write(self._reopen_if_there, record)
-            self.writer.write(self._line, "trial_rekey",
-                              {"round": self.round, "old": old, "new": record.trial_id})
-        else:
-            self.writer.write(self._reopen, record)
-            self.writer.write(self.journal.append, "trial_rekey", round=self.round, old=old,
-                              new=record.trial_id)
+        self.writer.write(self._reopen, record)
+        self.writer.write(self.journal.append, "trial_rekey", round=self.round, old=old,
+                          new=record.trial_id)
 
     def epoch(self, record: TrialRecord, metrics: dict[str, float], step: int) -> None:
-        if self.bulk:
-            self._epochs.setdefault(record.trial_id, []).append((step, _now_ms(), metrics))
-            return
         self._steps.setdefault(record.trial_id, []).append(step)
         self.writer.write(self._buffer, record, metrics, step)
 
     def ended(self, record: TrialRecord) -> None:
         tags, status = end_tags(record)
-        self._ending.add(record.trial_id)
-        if self.bulk:
-            epochs = self._epochs.pop(record.trial_id, [])
-            start = self._started.pop(record.trial_id, None)
-            self.writer.write(self._collect, record, tags, status, record.to_json(), epochs,
-                              start, _now_ms())
-            return
         steps = self._steps.pop(record.trial_id, [])
         self.writer.write(self._end_run, record, tags, status, record.to_json(), steps)
 
-    # -- on the writer thread, one by one -----------------------------------------------------
+    def abandon(self, records: list[TrialRecord], status: str) -> None:
+        self._end_runs(records, status)
+
+    # -- on the writer thread -----------------------------------------------------------------
     def _start_run(self, record: TrialRecord, payload: dict[str, Any]) -> None:
         record.run_id = payload["run_id"] = self.tracker.start_run(
             trial_label(record), parent=self.round_run, params=record.params,
@@ -238,12 +270,74 @@ class RoundWriter:
         payload["run_id"] = record.run_id
         self.journal.append("trial_end", record=payload, steps=steps)
         self.tracker.flush(record.run_id, tags)
-        self._ended += 1
-        _crash_point(f"trial-metrics:{self.round}:{self._ended}")
+        self.ended_count += 1
+        _crash_point(f"trial-metrics:{self.round}:{self.ended_count}")
         self.tracker.client.set_terminated(record.run_id, status=status)
-        self._closed.add(record.run_id)
+        self.closed.add(record.run_id)
 
-    # -- on the writer thread, in bulk --------------------------------------------------------
+
+class _BulkTrials(_Trials):
+    """``BulkRuns``: a trial's run written once it has ended, in batches, its journal lines
+    group-committed before them."""
+
+    def __init__(self, runs: Any, tracker: Tracker, journal: Journal, round_index: int,
+                 round_run: str) -> None:
+        super().__init__(tracker, journal, round_index, round_run, idle=self._caught_up)
+        self.runs = runs  # BulkRuns
+        # the driver thread's
+        self._epochs: dict[str, list[tuple[int, int, dict[str, float]]]] = {}  # (step, ms, m)
+        self._started: dict[str, int] = {}  # trial id -> when it (last) started, ms
+        # the writer thread's
+        self._lines: list[tuple[str, dict[str, Any]]] = []  # journal lines not yet written
+        self._batch: list[tuple[TrialRecord, Any]] = []  # (record, TrialRun) not yet written
+        self._since: float | None = None  # when the oldest of the batch came (monotonic)
+        self._existing: set[str] = set()  # runs in the store before their trial ended
+
+    # -- the callback's events (driver thread) ------------------------------------------------
+    def started(self, record: TrialRecord) -> None:
+        from hpo.tracking.bulk import new_run_id
+
+        record.run_id = new_run_id()
+        self._started[record.trial_id] = _now_ms()
+        self.writer.write(self._line, "trial_start", {"record": record.to_json()})
+
+    def restarted(self, record: TrialRecord) -> None:
+        self._epochs.pop(record.trial_id, None)
+
+    def rekeyed(self, record: TrialRecord, old: str) -> None:
+        self.restarted(record)
+        self._started[record.trial_id] = _now_ms()
+        self.writer.write(self._reopen_if_there, record)
+        self.writer.write(self._line, "trial_rekey",
+                          {"round": self.round, "old": old, "new": record.trial_id})
+
+    def epoch(self, record: TrialRecord, metrics: dict[str, float], step: int) -> None:
+        self._epochs.setdefault(record.trial_id, []).append((step, _now_ms(), metrics))
+
+    def ended(self, record: TrialRecord) -> None:
+        tags, status = end_tags(record)
+        epochs = self._epochs.pop(record.trial_id, [])
+        start = self._started.pop(record.trial_id, None)
+        self.writer.write(self._collect, record, tags, status, record.to_json(), epochs,
+                          start, _now_ms())
+
+    def drain(self) -> None:
+        """The round ends: the journal lines and runs that wait go out (``_flush``)."""
+        self.writer.write(self._flush)
+
+    def abandon(self, records: list[TrialRecord], status: str) -> None:
+        from hpo.tracking.bulk import TrialRun
+
+        now = _now_ms()
+        self.runs.write([TrialRun(
+            name=trial_label(r), start_time=self._started.get(r.trial_id, now), end_time=now,
+            status=status, parent_run_id=self.round_run, params=r.params,
+            tags=start_tags(r, self.round), run_id=r.run_id)
+            for r in records if r.run_id not in self._existing])  # a run there stays as it is
+        # reopened after a stop: ended as one by one would, in the store they are in
+        self._end_runs((r for r in records if r.run_id in self._existing), status)
+
+    # -- on the writer thread -----------------------------------------------------------------
     def _line(self, event: str, data: dict[str, Any]) -> None:
         self._lines.append((event, data))
         if len(self._lines) >= 4 * BATCH_TRIALS:  # the writer never catches up: write anyway
@@ -303,16 +397,16 @@ class RoundWriter:
         batch, self._batch, self._since = self._batch, [], None
         if not batch:
             return
-        first = self._ended + 1
-        self._ended += len(batch)
+        first = self.ended_count + 1
+        self.ended_count += len(batch)
         crash = os.environ.get(CRASH_ENV, "")
-        names = {f"trial-batch:{self.round}:{n}" for n in range(first, self._ended + 1)}
-        self.bulk.write([run for record, run in batch if record.run_id not in self._existing],
+        names = {f"trial-batch:{self.round}:{n}" for n in range(first, self.ended_count + 1)}
+        self.runs.write([run for record, run in batch if record.run_id not in self._existing],
                         before_commit=(lambda: _crash_point(crash)) if crash in names else None)
         for record, run in batch:
             if record.run_id in self._existing:  # reopened: what it lacks, one by one
                 self._finish_existing(run)
-            self._closed.add(record.run_id)
+            self.closed.add(record.run_id)
 
     def _finish_existing(self, run: Any) -> None:
         """Log_batch of the run's metrics (MLflow takes 1,000 a call; the end tags with the
