@@ -82,6 +82,20 @@ def run_events(writer: RoundWriter, record: TrialRecord, epochs: list[dict]) -> 
         writer.epoch(record, metrics, int(metrics["epoch"]))
 
 
+def resume_trial(tracker: Tracker, journal: Journal, round_run: str, old: str, new: str,
+                 epochs: list[dict]) -> None:
+    """The resumed round: a new RoundWriter, the callback finds the journal's RUNNING record
+    ``old`` re-sampled under the id ``new``; it reports ``epochs`` and ends OK."""
+    record = journal.replay().trials[(1, old)]
+    after = RoundWriter(tracker, journal, round_index=1, round_run=round_run)
+    record.trial_id, record.history = new, []
+    after.rekeyed(record, old)
+    run_events(after, record, epochs)
+    record.status = TrialStatus.OK
+    after.ended(record)
+    after.drain()
+
+
 def test_a_round_of_trials_lands_in_mlflow_and_the_journal(tracker, journal, round_run):
     client = MlflowClient(tracking_uri=tracker.uri)
     writer = RoundWriter(tracker, journal, round_index=1, round_run=round_run)
@@ -157,15 +171,8 @@ def test_a_trial_cut_short_goes_on_under_its_new_id_in_the_same_run(tracker, jou
     run_events(before, cut, [epoch(1, 0.3)])  # buffered, never flushed: the driver died
     before.drain()
 
-    # the resumed round: the callback finds the journal's RUNNING record re-sampled
-    record = journal.replay().trials[(1, "old-id")]
-    after = RoundWriter(tracker, journal, round_index=1, round_run=round_run)
-    record.trial_id, record.history = "new-id", []
-    after.rekeyed(record, "old-id")
-    run_events(after, record, [epoch(1, 0.55), epoch(2, 0.65)])
-    record.status = TrialStatus.OK
-    after.ended(record)
-    after.drain()
+    resume_trial(tracker, journal, round_run, "old-id", "new-id",
+                 [epoch(1, 0.55), epoch(2, 0.65)])
 
     runs = trial_runs(client, tracker, round_run)
     assert list(runs) == ["1-01"]  # the same run, not a second one
@@ -257,14 +264,8 @@ def test_a_stopped_round_ends_its_running_trials_killed_and_resume_reopens_them(
     assert killed.data.tags["hpo.status"] == "running" and not killed.data.metrics
     assert killed.info.end_time >= killed.info.start_time
 
-    record = journal.replay().trials[(1, "cut")]
-    after = RoundWriter(tracker, journal, round_index=1, round_run=round_run)
-    record.trial_id, record.history = "cut-again", []
-    after.rekeyed(record, "cut")
-    run_events(after, record, [epoch(1, 0.35), epoch(2, 0.45)])
-    record.status = TrialStatus.OK
-    after.ended(record)
-    after.drain()
+    resume_trial(tracker, journal, round_run, "cut", "cut-again",
+                 [epoch(1, 0.35), epoch(2, 0.45)])
     runs = trial_runs(client, tracker, round_run)
     assert {k: r.info.status for k, r in runs.items()} == {"1-01": "FINISHED",
                                                            "1-02": "FINISHED"}
