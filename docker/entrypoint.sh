@@ -17,7 +17,7 @@
 # in it: PGPASSWORD), MLFLOW_ALLOWED_HOSTS; for postgres: POSTGRES_HOST, POSTGRES_USER,
 # POSTGRES_DB, PGPASSWORD; MLflow's login (mlflow.env): MLFLOW_AUTH_ADMIN_USERNAME (admin),
 # MLFLOW_AUTH_ADMIN_PASSWORD, MLFLOW_VIEWER_USERNAME (viewer), MLFLOW_VIEWER_PASSWORD,
-# MLFLOW_FLASK_SERVER_SECRET_KEY; MLFLOW_WORKERS (default 2). docker/make-token.sh writes the
+# MLFLOW_FLASK_SERVER_SECRET_KEY; MLFLOW_WORKERS (default 1). docker/make-token.sh writes the
 # secrets, one file a service.
 set -euo pipefail
 
@@ -157,9 +157,12 @@ PY
     # Clients reach the server as mlflow:5000 inside the network and as localhost or 127.0.0.1
     # through the published port; MLflow's DNS-rebinding guard refuses other Host headers.
     hosts="${MLFLOW_ALLOWED_HOSTS:-mlflow,mlflow:*,localhost,localhost:*,127.0.0.1,127.0.0.1:*}"
-    # Two workers (MLflow's default is 4): one driver writes, in batches; fewer start faster.
+    # One worker (MLflow's default is 4): one driver writes. With more, uvicorn hands its
+    # workers a listening socket whose connections lose TCP_NODELAY (uvicorn issue #3149), and
+    # each request on a kept-alive connection waits ~40 ms for the client's delayed ACK: 44 ms
+    # instead of 3 ms for /health here (benchmarks/results/tracking_server.md).
     exec mlflow server --app-name basic-auth --enable-workspaces --host 0.0.0.0 --port 5000 \
-      --workers "${MLFLOW_WORKERS:-2}" --artifacts-destination /mlflow/artifacts \
+      --workers "${MLFLOW_WORKERS:-1}" --artifacts-destination /mlflow/artifacts \
       --serve-artifacts --allowed-hosts "$hosts" "$@"
     ;;
   hpo)
