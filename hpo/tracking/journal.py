@@ -62,7 +62,8 @@ class JournalState:
 class Journal:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        # append (the round writer's thread) and replay (the driver) never see half a line
+        # appends (the round writer's threads, several on a tracking server) and replay (the
+        # driver) never see half a line, nor interleave two
         self._lock = threading.Lock()
         self._whole = False  # the file is known to end with a whole line: read or written here
 

@@ -1,9 +1,10 @@
 """MLflow: the run tree (study -> round -> trial), batched logging from the driver, artifacts.
 
-Trials never talk to MLflow: a Ray Tune callback hands their results to ``Tracker`` (from a
-writer thread of its own), which writes them with ``log_batch``: a trial's start is a new run and
-its parameters, its end one batch of every epoch's metrics and its tags, then its status. So
-tracking costs four writes per trial, not per epoch, and Tune's loop never waits for them.
+Trials never talk to MLflow: a Ray Tune callback hands their results to ``Tracker`` (from
+writer threads of its own, several at once on a tracking server), which writes them with
+``log_batch``: a trial's start is a new run and its parameters, its end one batch of every
+epoch's metrics and its tags, then its status. So tracking costs four writes per trial, not per
+epoch, and Tune's loop never waits for them.
 
 ``serve_ui`` runs the MLflow UI on a store for ``hpo ui``.
 """
@@ -103,6 +104,8 @@ class Tracker:
         with store_creation(uri):  # MLflow makes a new sqlite store's tables right here
             self.client = MlflowClient(tracking_uri=uri)
         self.experiment_id: str | None = None
+        # run id -> its metrics not yet written. Writer threads share the dict, never an
+        # entry: a run's buffer is its trial's thread's, and setdefault and pop are atomic.
         self._buffers: dict[str, _Buffer] = {}
 
     @classmethod

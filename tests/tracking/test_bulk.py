@@ -128,9 +128,9 @@ def clocked(clock: Clock) -> Iterator[None]:
         yield
 
 
-def start_study(uri: str, clock: Clock) -> tuple[Tracker, str]:
+def start_study(uri: str, clock: Clock, experiment: str = EXPERIMENT) -> tuple[Tracker, str]:
     """The study's experiment and its round run, through Tracker (both ways start so)."""
-    tracker = Tracker(uri, EXPERIMENT)
+    tracker = Tracker(uri, experiment)
     tracker.ensure_experiment()
     clock.ms = T0 - 500
     round_run = tracker.start_run("round 1", tags={"hpo.kind": "round", "hpo.round": "1"})
@@ -233,10 +233,11 @@ def test_a_long_error_is_cut_as_mlflow_cuts_it(stores):
 # -- MlflowClient -------------------------------------------------------------------------------
 
 
-def client_view(uri: str) -> dict[str, Any]:
-    """What MlflowClient says of every run of the study, keyed by run name."""
+def client_view(uri: str, name: str = EXPERIMENT) -> dict[str, Any]:
+    """What MlflowClient says of every run of the study ``name``, keyed by run name; run and
+    experiment ids (different in each store, or each experiment) out of the artifact URI."""
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(EXPERIMENT)
+    experiment = client.get_experiment_by_name(name)
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     names = {r.info.run_id: r.info.run_name for r in runs}
     view = {}
@@ -246,7 +247,8 @@ def client_view(uri: str) -> dict[str, Any]:
         view[info.run_name] = {
             "status": info.status, "start_time": info.start_time, "end_time": info.end_time,
             "lifecycle_stage": info.lifecycle_stage, "user_id": info.user_id,
-            "artifact_uri": info.artifact_uri.replace(info.run_id, "<id>"),
+            "artifact_uri": info.artifact_uri.replace(info.run_id, "<id>").replace(
+                f"/{info.experiment_id}/", "/<experiment>/"),
             "params": run.data.params, "metrics": run.data.metrics, "tags": tags,
             "history": {key: sorted((m.step, m.timestamp, m.value)
                                     for m in client.get_metric_history(info.run_id, key))

@@ -62,3 +62,75 @@ def test_a_failed_write_is_raised_and_stops_the_writes_after_it(tmp_path):
     assert [json.loads(line)["old"] for line in journal.path.read_text().splitlines()] == ["a"]
     with pytest.raises(FileNotFoundError):  # and the next event says so at once
         writer.write(journal.append, "trial_rekey", round=1, old="d", new="e")
+
+
+def test_writers_write_different_keys_at_once_and_each_keys_in_order():
+    """Two keys on two threads: each one's first write waits for the other's to begin (one
+    thread would deadlock it, and the barrier's timeout say so); each key's writes in order."""
+    import threading
+
+    from hpo.tracking.writer import Writers
+
+    writers = Writers(2)
+    both = threading.Barrier(2, timeout=30)
+    done: dict[str, list[int]] = {"a": [], "b": []}
+    for key in ("a", "b"):
+        writers.on(key).write(both.wait)
+        for i in range(20):
+            writers.on(key).write(done[key].append, i)
+    writers.drain()
+    assert writers.on("a") is not writers.on("b")
+    assert done == {"a": list(range(20)), "b": list(range(20))}
+
+
+def test_a_moved_key_keeps_its_thread_and_its_order():
+    import threading
+
+    from hpo.tracking.writer import Writers
+
+    writers = Writers(3)
+    for key in ("x", "old", "y"):
+        writers.on(key)
+    thread, busy, done = writers.on("old"), threading.Event(), []
+    writers.on("old").write(busy.wait)
+    writers.on("old").write(done.append, "old")
+    writers.moved("old", "new")
+    writers.on("new").write(done.append, "new")
+    busy.set()
+    writers.drain()
+    assert writers.on("new") is thread and done == ["old", "new"]
+    writers.moved("unknown", "fresh")  # a key first seen as moved (a resumed round's) gets one
+    assert writers.on("fresh") in writers.threads
+
+
+def test_the_first_failure_of_any_writer_thread_stops_all_and_drain_waits_for_all():
+    """Thread a fails while thread b is busy: b finishes that write, drops the ones queued
+    after the failure (as one writer does), and drain raises a's error once both are done."""
+    import threading
+    import time
+
+    from hpo.tracking.writer import Writers
+
+    writers = Writers(2)
+    b_busy, done = threading.Event(), []
+
+    def fail() -> None:
+        raise OSError("disk full")
+
+    def slow() -> None:
+        b_busy.set()
+        deadline = time.monotonic() + 30
+        while writers.error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        done.append("b's write under way")
+
+    writers.on("b").write(slow)
+    b_busy.wait(30)
+    writers.on("b").write(done.append, "after the failure")
+    writers.on("a").write(fail)
+    with pytest.raises(OSError, match="disk full"):
+        writers.drain()
+    assert done == ["b's write under way"]
+    assert isinstance(writers.error, OSError)
+    with pytest.raises(OSError, match="disk full"):  # the next event of any trial says so
+        writers.on("b").write(done.append, "later")
