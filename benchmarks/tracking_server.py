@@ -2,6 +2,7 @@
 
     python benchmarks/tracking_server.py [--trials 150] [--warmup 20] [--repeats 3]
                                          [--threads 2 4] [--workers 2] [--no-sqlite]
+                                         [--round-writer-only]
 
 Issue #20 asks for the cost per trial on sqlite and on a tracking server with PostgreSQL;
 ``bulk_writes.py`` measured sqlite. This script starts its own PostgreSQL 15 (``initdb`` into a
@@ -23,6 +24,12 @@ Rows, each ``--repeats`` times, taking turns within a repeat (the load on a shar
 - *server, PostgreSQL, N threads*: for each ``--threads`` N, the same ``--trials`` trials split
   over N client threads, each with its own ``Tracker``, at once: whether the server takes
   concurrent writers, and how trials/s scale.
+- *RoundWriter, PostgreSQL, N writers*: the same trials handed to hpo's ``RoundWriter`` itself
+  (started, its epochs, ended, one trial after another, as fast as the driver hands them on),
+  with N = 1 and N = ``SERVER_WRITERS`` writer threads, until it drained: what a round's
+  tracking costs a trial, journal (a write and fsync per start and end) included.
+  ``--round-writer-only`` runs these rows alone (no sqlite store), into
+  ``tracking_server_round_writer.{md,json}``.
 
 Each store first gets ``--warmup`` trials (not timed; the server's first requests and
 PostgreSQL's first plans cost more). Per trial: wall time, the client process's CPU time, the
@@ -63,7 +70,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench  # noqa: E402 - benchmarks/ and the repository on sys.path first
 from bulk_writes import KEYS, Trial, make_trials, one_by_one  # noqa: E402
 
+from hpo.tracking import trials as trials_module  # noqa: E402
+from hpo.tracking.journal import Journal  # noqa: E402
 from hpo.tracking.store import Tracker, blank_tables  # noqa: E402
+from hpo.tracking.trials import SERVER_WRITERS, RoundWriter  # noqa: E402
+from hpo.trial.record import TrialRecord  # noqa: E402
+from hpo.trial.status import TrialStatus  # noqa: E402
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 #: Seconds PostgreSQL and the MLflow server get to answer: a new PostgreSQL store runs MLflow's
@@ -329,6 +341,43 @@ def write(store: Store, experiment: str, trials: list[Trial], threads: int) -> d
             "errors": errors}
 
 
+def round_writer(store: Store, experiment: str, trials: list[Trial],
+                 writers: int) -> dict[str, Any]:
+    """``trials`` handed to a ``RoundWriter`` with ``writers`` threads, one after another and as
+    fast as the driver can (each started, its epochs, ended), then drained; wall and CPU
+    seconds from the first event to the drain's end."""
+    tracker, round_run = store.tracker(experiment)
+    folder = Path(tempfile.mkdtemp(prefix="journal-"))
+    journal = Journal(folder / "journal.jsonl")
+    journal.reset()
+    errors: list[str] = []
+    with _bench.patched(trials_module, SERVER_WRITERS=writers):
+        writer = RoundWriter(tracker, journal, round_index=1, round_run=round_run)
+        servers = store.cpu()
+        wall, cpu = time.perf_counter(), time.process_time()
+        for i, trial in enumerate(trials):
+            record = TrialRecord(round=1, index=i + 1, trial_id=f"t{i}", params=trial.params,
+                                 sampled={})
+            writer.started(record)
+            for step, metrics in enumerate(trial.epochs):
+                record.history.append(metrics)
+                writer.epoch(record, metrics, step)
+            if trial.failed:
+                record.status, record.error = TrialStatus.FAILED, "RuntimeError: diverged"
+            else:
+                record.status = TrialStatus.OK
+            writer.ended(record)
+        try:
+            writer.drain()
+        except Exception as exc:  # noqa: BLE001 - counted and reported, not hidden
+            errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    servers = {f"{who}_cpu_s": t - servers[who] for who, t in store.cpu().items()}
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"wall_s": wall, "cpu_s": cpu, **servers, "trials": len(trials), "threads": writers,
+            "errors": errors}
+
+
 def written(store: Store, experiment: str) -> dict[str, int]:
     """The experiment's runs by status, as the client reads them back."""
     tracker = Tracker(store.uri, experiment)
@@ -388,6 +437,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="mlflow server --workers")
     p.add_argument("--no-sqlite", action="store_true",
                    help="skip the sqlite rows (server and file)")
+    p.add_argument("--round-writer-only", action="store_true",
+                   help="only the RoundWriter rows (no sqlite store), into "
+                        "tracking_server_round_writer.{md,json}")
     p.add_argument("--out", type=Path, default=_bench.RESULTS)
     return p.parse_args(argv)
 
@@ -403,10 +455,15 @@ def main(argv: list[str] | None = None) -> int:
     info.update(mlflow=mlflow.__version__, psycopg2=psycopg2.__version__.split()[0])
     trials = make_trials(args.warmup + args.trials, args.epochs)
     warm, timed = trials[:args.warmup], trials[args.warmup:]
-    rows: list[tuple[str, str, int]] = [("server, PostgreSQL", "pg", 1)]
+    if args.round_writer_only:
+        args.no_sqlite, args.threads = True, []
+    rows: list[tuple[str, str, int]] = [] if args.round_writer_only else [
+        ("server, PostgreSQL", "pg", 1)]
     if not args.no_sqlite:
         rows += [("server, sqlite", "sqlite-server", 1), ("sqlite file, no server", "file", 1)]
     rows += [(f"server, PostgreSQL, {n} threads", "pg", n) for n in args.threads]
+    rows += [(f"RoundWriter, PostgreSQL, {n} writer{'s' * (n > 1)}", "pg", n)
+             for n in (1, SERVER_WRITERS)]
     results: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in rows}
     checks: dict[str, dict[str, int]] = {}
     started: dict[str, float] = {}
@@ -453,7 +510,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.repeats):
             for name, key, threads in rows:
                 experiment = f"{name} #{r + 1}"
-                result = write(stores[key], experiment, timed, threads)
+                how = round_writer if name.startswith("RoundWriter") else write
+                result = how(stores[key], experiment, timed, threads)
                 checks[experiment] = written(stores[key], experiment)
                 results[name].append(result)
                 print(f"{name}, repeat {r + 1}: {result['wall_s'] / len(timed) * 1e3:.1f} "
@@ -463,7 +521,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # what was written: each trial's run, FAILED or FINISHED as written, and each thread's round
     failed = sum(t.failed for t in timed)
-    expected = {name: {"FINISHED": len(timed) - failed, "FAILED": failed, "RUNNING": threads}
+    expected = {name: {"FINISHED": len(timed) - failed, "FAILED": failed,
+                       "RUNNING": 1 if name.startswith("RoundWriter") else threads}
                 for name, _, threads in rows}
     missing = {exp: got for exp, got in checks.items()
                if got != expected[exp.rsplit(" #", 1)[0]]}
@@ -489,24 +548,36 @@ def main(argv: list[str] | None = None) -> int:
     table = _bench.markdown_table(
         ("store", "client threads", "trials", "wall ms/trial", "client CPU ms/trial",
          "server CPU ms/trial", "PostgreSQL CPU ms/trial", "trials/s", "errors"), table_rows)
-    one = _bench.median(summary["server, PostgreSQL"]["trials_per_s"])
-    cpu_sum = [sum(run[k] for k in ("cpu_s", "server_cpu_s", "postgres_cpu_s")) / run["trials"]
-               * 1e3 for run in results["server, PostgreSQL"]]
     notes = [f"- Start-up: PostgreSQL (initdb, start, createdb) {started['postgres_s']:.1f} s; "
              f"the MLflow server on a new PostgreSQL database (its schema migrations) "
              f"{started['server_pg_s']:.1f} s"
              + (f"; on a sqlite file that already holds MLflow's tables "
                 f"{started['server_sqlite_s']:.1f} s." if "server_sqlite_s" in started else ".")]
-    notes.append(f"- One client on the PostgreSQL-backed server: "
-                 f"{_bench.median(summary['server, PostgreSQL']['wall_ms_per_trial']):.1f} ms "
-                 f"wall per trial, of which the client, the server and PostgreSQL together spend "
-                 f"{_bench.median(cpu_sum):.1f} ms of CPU; the rest is waiting (see the probe "
-                 f"below).")
+    if "server, PostgreSQL" in summary:
+        one = _bench.median(summary["server, PostgreSQL"]["trials_per_s"])
+        cpu_sum = [sum(run[k] for k in ("cpu_s", "server_cpu_s", "postgres_cpu_s"))
+                   / run["trials"] * 1e3 for run in results["server, PostgreSQL"]]
+        notes.append(f"- One client on the PostgreSQL-backed server: "
+                     f"{_bench.median(summary['server, PostgreSQL']['wall_ms_per_trial']):.1f} "
+                     f"ms wall per trial, of which the client, the server and PostgreSQL "
+                     f"together spend {_bench.median(cpu_sum):.1f} ms of CPU; the rest is "
+                     f"waiting (see the probe below).")
+        for name, _, threads in rows:
+            if threads > 1 and not name.startswith("RoundWriter"):
+                rate = _bench.median(summary[name]["trials_per_s"])
+                notes.append(f"- {threads} client threads on the PostgreSQL-backed server: "
+                             f"{rate:.1f} trials/s, {rate / one:.2f}x one thread's {one:.1f}; "
+                             f"{summary[name]['errors']} failed writes.")
+    ones = [summary[name]["trials_per_s"] for name, _, n in rows
+            if name.startswith("RoundWriter") and n == 1]
     for name, _, threads in rows:
-        if threads > 1:
-            rate = _bench.median(summary[name]["trials_per_s"])
-            notes.append(f"- {threads} client threads on the PostgreSQL-backed server: "
-                         f"{rate:.1f} trials/s, {rate / one:.2f}x one thread's {one:.1f}; "
+        if ones and threads > 1 and name.startswith("RoundWriter"):
+            rates = summary[name]["trials_per_s"]
+            paired = [many / one for many, one in zip(rates, ones[0])]
+            notes.append(f"- `RoundWriter` with {threads} writer threads: "
+                         f"{_bench.median(rates):.1f} trials/s, "
+                         f"{_bench.spread(paired, '{:.2f}')}x its one writer's "
+                         f"{_bench.median(ones[0]):.1f} (ratio within each repeat); "
                          f"{summary[name]['errors']} failed writes.")
     probe_rows = [(f"GET {name}", _bench.spread(ways["kept-alive connection"], "{:.1f}"),
                    _bench.spread(ways["new connection each"], "{:.1f}"))
@@ -527,10 +598,12 @@ def main(argv: list[str] | None = None) -> int:
             f"synchronous_commit on) or a sqlite file; all on this machine over loopback. "
             f"*sqlite file, no server*: `Tracker` on the file itself, in the client process. "
             f"With N client threads the same trials are split over N `Tracker`s writing at "
-            f"once; wall ms/trial is the row's wall time over all its trials. CPU per trial: the "
+            f"once; wall ms/trial is the row's wall time over all its trials. *RoundWriter, N "
+            f"writers*: the trials handed to hpo's `RoundWriter` with N writer threads (its "
+            f"journal included), from the first event until it drained. CPU per trial: the "
             f"client process, the `mlflow server` process group, and the postmaster with its "
             f"backends. Each store holds the earlier rows' trials too (up to "
-            f"{args.warmup + len(timed) * args.repeats * (1 + len(args.threads))} on "
+            f"{args.warmup + len(timed) * args.repeats * sum(k == 'pg' for _, k, _ in rows)} on "
             f"PostgreSQL). Median over {args.repeats} repeats, (min–max); the rows take turns "
             f"within a repeat.\n\n{table}\n\n" + "\n".join(notes) +
             f"\n\nOne request's wall time, after the warm-up, {PROBE_REQUESTS} "
@@ -543,7 +616,8 @@ def main(argv: list[str] | None = None) -> int:
     raw = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": info,
            "start_s": started, "request_ms": probes, "results": results, "runs_read_back": checks,
            "summary": summary}
-    md, js = _bench.write_results("tracking_server", text, raw, args.out)
+    stem = "tracking_server_round_writer" if args.round_writer_only else "tracking_server"
+    md, js = _bench.write_results(stem, text, raw, args.out)
     print(text)
     print(f"wrote {md} and {js}")
     return 0 if not missing else 1
