@@ -8,11 +8,12 @@ Issue #20 asks for the cost per trial on sqlite and on a tracking server with Po
 ``bulk_writes.py`` measured sqlite. This script starts its own PostgreSQL 15 (``initdb`` into a
 temporary folder, ``pg_ctl`` on a free loopback port, its unix socket in that folder; as an
 unprivileged user when run as root, since ``initdb`` refuses root) and a real ``mlflow server``
-(the venv's, ``--backend-store-uri postgresql+psycopg2://...``, ``--workers`` as the cluster
-image's default of 2, a temporary artifact folder), and writes trials through ``Tracker`` as
-``RoundWriter`` calls it: create_run, log_batch (params), log_batch (metrics and end tags),
-set_terminated; four HTTP requests a trial. The trials are ``bulk_writes.py``'s (imported): 10
-epochs x 10 metrics, 12 params, 9 tags, one in six FAILED after 3 epochs.
+(the venv's, ``--backend-store-uri postgresql+psycopg2://...``, ``--workers`` 2 unless given:
+MLflow's default is 4, the compose cluster runs 1; a temporary artifact folder), and writes
+trials through ``Tracker`` as ``RoundWriter`` calls it: create_run, log_batch (params),
+log_batch (metrics and end tags), set_terminated; four HTTP requests a trial. The trials are
+``bulk_writes.py``'s (imported): 10 epochs x 10 metrics, 12 params, 9 tags, one in six FAILED
+after 3 epochs.
 
 Rows, each ``--repeats`` times, taking turns within a repeat (the load on a shared machine drifts):
 
@@ -617,6 +618,8 @@ def main(argv: list[str] | None = None) -> int:
            "start_s": started, "request_ms": probes, "results": results, "runs_read_back": checks,
            "summary": summary}
     stem = "tracking_server_round_writer" if args.round_writer_only else "tracking_server"
+    if args.workers != 2:  # the results of the default kept beside these
+        stem += f"_workers{args.workers}"
     md, js = _bench.write_results(stem, text, raw, args.out)
     print(text)
     print(f"wrote {md} and {js}")
