@@ -27,7 +27,10 @@ from hpo.space.bridge import decode, round_seed
 
 pytestmark = pytest.mark.slow
 
-TRIALS, EPOCHS = 6, 3
+# Trials long enough that one still runs when the signal lands: with 3 epochs both running
+# trials once ended, journaled, before the stop took hold (a fresh clone's make test), and
+# no trial was cut.
+TRIALS, EPOCHS = 6, 10
 
 
 def _study(name: str, *, sampler: str, rounds: int) -> dict:
