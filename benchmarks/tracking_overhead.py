@@ -29,14 +29,10 @@ import dataclasses
 import functools
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -46,6 +42,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from tests.fixtures.mlflow_server import MlflowServer  # noqa: E402
 
 #: The default study of ``make search`` (search_spaces/digits_mlp.yaml), one round of it.
 STUDY: dict[str, Any] = {
@@ -177,41 +174,14 @@ class Clock:
 # -- stores --------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def mlflow_server(folder: Path) -> Iterator[str]:
-    """``mlflow server`` on loopback (sqlite + proxied artifacts under ``folder``), stopped after."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    mlflow = Path(sys.executable).parent / "mlflow"
-    with open(folder / "server.log", "wb") as log:  # the child keeps its own descriptor
-        process = subprocess.Popen(
-            [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-             "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "1"],
-            cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    """``mlflow server`` on ``folder``'s sqlite store (artifacts proxied there): its URL."""
+    server = MlflowServer(folder, f"sqlite:///{folder / 'server.db'}").start()
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mlflow server did not start; see {folder/'server.log'}")
-                time.sleep(0.5)
-        yield url
+        yield server.url
     finally:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(process.pid, signal.SIGKILL)
+        server.stop()
 
 
 # -- the benchmark ---------------------------------------------------------------------------

@@ -52,14 +52,11 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +74,7 @@ from hpo.tracking.store import Tracker, blank_tables  # noqa: E402
 from hpo.tracking.trials import SERVER_WRITERS, RoundWriter  # noqa: E402
 from hpo.trial.record import TrialRecord  # noqa: E402
 from hpo.trial.status import TrialStatus  # noqa: E402
+from tests.fixtures.mlflow_server import MlflowServer, free_port  # noqa: E402
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 #: Seconds PostgreSQL and the MLflow server get to answer: a new PostgreSQL store runs MLflow's
@@ -84,12 +82,6 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 START_S = 180
 PG_DATABASE, PG_ROLE = "mlflow", "hpo"
 PROBE_REQUESTS = 21  # GETs per way of the one-request probe
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_s(pid: int | None) -> float:
@@ -210,83 +202,6 @@ def _user_exists(name: str) -> bool:
         pwd.getpwnam(name)
         return True
     except KeyError:
-        return False
-
-
-# -- the MLflow server -------------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    """``mlflow server`` (the venv's) on a free loopback port, in its own process group."""
-
-    folder: Path  # artifacts/ and server.log
-    store: str
-    workers: int
-    port: int = 0
-    process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log(self) -> Path:
-        return self.folder / "server.log"
-
-    def start(self) -> Server:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        command = [str(Path(sys.executable).parent / "mlflow"), "server",
-                   "--backend-store-uri", self.store,
-                   "--artifacts-destination", str(self.folder / "artifacts"),
-                   "--host", "127.0.0.1", "--port", str(self.port),
-                   "--workers", str(self.workers)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-        # no job runner (huey processes for GenAI evaluation jobs): nothing here uses it
-        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(command, cwd=self.folder, env=env, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + START_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited {self.process.returncode}:\n"
-                                   f"{self.tail()}")
-            if _healthy(self.url):
-                return self
-            time.sleep(0.5)
-        raise RuntimeError(f"mlflow server did not answer within {START_S} s:\n{self.tail()}")
-
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, sig)
-            try:
-                self.process.wait(timeout=wait_s)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        with contextlib.suppress(ProcessLookupError):  # workers that outlived their parent
-            os.killpg(self.process.pid, signal.SIGKILL)
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no server log)"
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
         return False
 
 
@@ -481,13 +396,13 @@ def main(argv: list[str] | None = None) -> int:
               f"({started['postgres_s']:.1f} s)", flush=True)
         stores: dict[str, Store] = {}
         t0 = time.perf_counter()
-        server = Server(folder / "server-pg", pg.uri, args.workers)
+        server = MlflowServer(folder / "server-pg", pg.uri, args.workers)
         stack.callback(server.stop)
         server.start()
         started["server_pg_s"] = time.perf_counter() - t0
         print(f"mlflow server on PostgreSQL: {server.url} ({started['server_pg_s']:.1f} s)",
               flush=True)
-        stores["pg"] = Store("pg", server.url, {"server": server.pid, "postgres": pg.pid})
+        stores["pg"] = Store("pg", server.url, {"server": lambda: server.pid, "postgres": pg.pid})
         if not args.no_sqlite:
             (folder / "server-sqlite").mkdir()
             db = folder / "server-sqlite" / "mlflow.db"
@@ -495,13 +410,13 @@ def main(argv: list[str] | None = None) -> int:
             if blank is not None:
                 shutil.copy(blank, db)
             t0 = time.perf_counter()
-            lite = Server(folder / "server-sqlite", f"sqlite:///{db}", args.workers)
+            lite = MlflowServer(folder / "server-sqlite", f"sqlite:///{db}", args.workers)
             stack.callback(lite.stop)
             lite.start()
             started["server_sqlite_s"] = time.perf_counter() - t0
             print(f"mlflow server on sqlite: {lite.url} ({started['server_sqlite_s']:.1f} s)",
                   flush=True)
-            stores["sqlite-server"] = Store("sqlite-server", lite.url, {"server": lite.pid})
+            stores["sqlite-server"] = Store("sqlite-server", lite.url, {"server": lambda: lite.pid})
             stores["file"] = Store("file", f"sqlite:///{folder / 'file.db'}", {})
         for key, store in stores.items():
             write(store, "warm-up", warm, 1)

@@ -12,18 +12,17 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.journal import events
+from tests.fixtures.mlflow_server import MlflowServer
 from tests.study.test_interrupt_e2e import EPOCHS, TRIALS, Driver, _study
 
 pytestmark = pytest.mark.slow
@@ -119,45 +118,11 @@ def test_a_full_disk_mid_round_stops_cleanly_and_resume_finishes(tmp_path, small
     _resume_exactly(drv)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _server(root: Path, port: int) -> subprocess.Popen:
-    """A real `mlflow server` on ``root``'s store, answering /health."""
-    command = [str(Path(sys.executable).parent / "mlflow"), "server",
-               "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-               "--artifacts-destination", str(root / "artifacts"),
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    with open(root / "server.log", "ab") as log:
-        proc = subprocess.Popen(command, cwd=root, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
-        with contextlib.suppress(OSError), urllib.request.urlopen(
-                f"http://127.0.0.1:{port}/health", timeout=2):
-            return proc
-        time.sleep(0.5)
-    pytest.fail("mlflow server never answered")
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
 def test_the_tracking_server_gone_mid_round_stops_cleanly_and_resume_finishes(tmp_path):
-    port = _free_port()
-    server = _server(tmp_path, port)
+    server = MlflowServer(tmp_path / "server").start()
     try:
         drv = Driver(tmp_path, "gone", _study("gone", sampler="random", rounds=1))
-        drv.uri = f"http://127.0.0.1:{port}"
+        drv.uri = server.url
         drv.args[drv.args.index("--tracking-uri") + 1] = drv.uri
         proc = drv.start()
         # mid-round: two trials ended, four to go. Not wait_mid_round's "and one running in
@@ -168,13 +133,13 @@ def test_the_tracking_server_gone_mid_round_stops_cleanly_and_resume_finishes(tm
             assert proc.poll() is None, drv.err.read_text()[-3000:]
             assert time.monotonic() < deadline, "the round never got going"
             time.sleep(0.05)
-        _kill(server)
+        server.kill()
         rc = _stop(proc)
         err = drv.err.read_text()
         assert rc == 1, err[-3000:]
         _one_clear_line(err, f"hpo: error: the MLflow tracking store {drv.uri} stopped answering")
 
-        server = _server(tmp_path, port)  # the same store, back
+        server = MlflowServer(server.root, port=server.port).start()  # the same store, back
         _resume_exactly(drv)
     finally:
-        _kill(server)
+        server.kill()

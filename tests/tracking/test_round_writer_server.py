@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from tests.tracking.test_bulk import KEYS, T0, Clock, client_view, start_study
 from tests.tracking.test_round_writer_both_ways import all_clocked
-from tests.ui.conftest import MlflowServer
+from tests.fixtures.mlflow_server import MlflowServer
 
 from hpo.tracking import trials as trials_module
 from hpo.tracking.journal import Journal

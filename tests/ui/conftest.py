@@ -14,18 +14,15 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.fixtures.mlflow_server import MlflowServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 #: Screenshots and other evidence a CI job keeps (git-ignored).
@@ -35,93 +32,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 APT_PACKAGES = ("chromium", "chromium-driver")
-#: Seconds a server gets to answer /health; sqlite migrations on a busy 2-core box take ~15.
-SERVER_START_S = 120
-
-
-# -- mlflow server ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-@dataclass
-class MlflowServer:
-    """One ``mlflow server`` process group on 127.0.0.1; ``stop`` is idempotent."""
-
-    root: Path  # holds mlflow.db, artifacts/ and server.log
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "server.log"
-
-    def start(self) -> MlflowServer:
-        self.root.mkdir(parents=True, exist_ok=True)
-        mlflow = Path(sys.executable).parent / "mlflow"
-        command = [str(mlflow), "server",
-                   "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-                   "--artifacts-destination", str(self.root / "artifacts"),
-                   "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-        # no job runner (7 huey processes for GenAI evaluation jobs): nothing here uses it
-        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-        with open(self.log, "wb") as log:
-            # its own session: stop() signals the server and the workers it forks, nothing else
-            self.process = subprocess.Popen(command, cwd=self.root, env=env, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + SERVER_START_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {self.process.returncode} before "
-                                   f"answering:\n{self.tail()}")
-            if _healthy(self.url):
-                return self
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"mlflow server did not answer {self.url}/health within "
-                           f"{SERVER_START_S} s:\n{self.tail()}")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        pgid = self.process.pid  # the session leader: its pid is the group's id
-        for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.process.wait(timeout=wait_s)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        try:  # workers that outlived their parent
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no server log)"
 
 
 @contextlib.contextmanager
