@@ -77,6 +77,15 @@ def _numeric(text: str) -> bool:
         return head == "—"
 
 
+def quiet_mlflow() -> None:
+    """Keep MLflow's per-run "View run ... at" lines and its warnings out of a benchmark's
+    output (a Tracker makes the same setting; a client made before one would print)."""
+    import logging
+
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+
+
 def machine() -> dict[str, Any]:
     import torch
 

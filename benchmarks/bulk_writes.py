@@ -29,7 +29,6 @@ and a trial is ~130 rows. Writes benchmarks/results/bulk_writes.{md,json} (or in
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import random
 import shutil
@@ -44,11 +43,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _bench
+import _bench  # noqa: E402 - benchmarks/ and the repository on sys.path first
 
-from hpo.tracking.bulk import BulkRuns, TrialRun
-from hpo.tracking.store import Tracker
-from hpo.tracking.writer import Writer
+from hpo.tracking.bulk import BulkRuns, TrialRun  # noqa: E402
+from hpo.tracking.store import Tracker  # noqa: E402
+from hpo.tracking.writer import Writer  # noqa: E402
 
 EXPERIMENT = "bulk-writes"
 KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "gap", "diverged",
@@ -164,8 +163,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    _bench.quiet_mlflow()
     info = _bench.machine()
     trials = make_trials(args.trials, args.epochs)
     rows_per_trial = sum(len(t.epochs) * len(KEYS) + len(t.epochs[0]) + len(t.params)

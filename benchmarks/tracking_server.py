@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import pwd
 import shutil
@@ -362,8 +361,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    _bench.quiet_mlflow()
     info = _bench.machine()
     import mlflow
     import psycopg2
