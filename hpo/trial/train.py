@@ -305,27 +305,27 @@ def fit(config: dict[str, Any], trial: Trial) -> None:
     """hpo's own loop as a trainable (``hpo.trial.contract``): the contract's reference
     implementation, which every trial of a study without ``trainable:`` runs. A trial given a
     folder of its own leaves its trained weights there (``WEIGHTS_FILE``)."""
-    # The folder's path, not the property that makes it: it is made only for weights written,
-    # so a diverged trial leaves none, and a pruned trial's goes with its weights.
-    folder = trial._checkpoint_dir
     outcome = train_trial(config, trial.data, seed=trial.seed, device=trial.device,
-                          report=lambda metrics: trial.report(**metrics),
-                          keep_model=folder is not None)
-    if folder is not None and outcome.status is not TrialStatus.DIVERGED:
-        _keep_weights(outcome.model, folder / WEIGHTS_FILE)
+                          report=lambda metrics: trial.report(**metrics), keep_model=True)
+    if outcome.status is not TrialStatus.DIVERGED:  # a diverged trial's weights are no use
+        _keep_weights(outcome.model, trial)
 
 
-def _keep_weights(model: nn.Module, path: Path) -> None:
-    """Write the weights whole under ``path``, or not at all: they only spare the final
-    evaluation a retrain, so a write that fails (a full disk) leaves no file and the trial
-    ends as it trained."""
-    part = path.with_name(path.name + ".part")
+def _keep_weights(model: nn.Module, trial: Trial) -> None:
+    """Write the weights whole in the trial's folder (``WEIGHTS_FILE``), or not at all: they
+    only spare the final evaluation a retrain, so a write that fails (a full disk) leaves no
+    file and the trial ends as it trained. The folder is asked for, and so made, only here: a
+    trial that writes no weights leaves no folder (a pruned trial's goes with its weights,
+    ``hpo.study.final``)."""
+    folder, part = None, WEIGHTS_FILE + ".part"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), part)
-        part.replace(path)
+        folder = trial.checkpoint_dir
+        if folder is not None:
+            torch.save(model.state_dict(), folder / part)
+            (folder / part).replace(folder / WEIGHTS_FILE)
     except (OSError, RuntimeError):  # torch's zip writer reports a failed write as RuntimeError
-        part.unlink(missing_ok=True)
+        if folder is not None:
+            (folder / part).unlink(missing_ok=True)
 
 
 def kept_model(params: Mapping[str, Any], data: Any, folder: Path) -> nn.Module | None:
