@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hpo.tracking.store import Tracker, sqlite_path
+from hpo.tracking.store import PAGE_SIZE, Tracker, sqlite_path
 
 #: Imports MLflow, says so, waits for the go file, then opens the store as hpo search does.
 OPEN_STORE = """
@@ -108,6 +108,7 @@ print(json.dumps({  # columns and indexes: a table's CREATE text may differ in l
                       sorted(i[1] for i in db.execute(f"pragma index_list('{t}')"))]
                      for t in tables),
     "migration": db.execute("select version_num from alembic_version").fetchall(),
+    "page_size": db.execute("pragma page_size").fetchone()[0],
     "experiments": db.execute("select experiment_id, name, artifact_location, lifecycle_stage,"
                               " workspace from experiments order by experiment_id").fetchall(),
 }))
@@ -131,13 +132,14 @@ def test_a_new_store_copied_from_the_blank_tables_is_the_store_mlflow_makes(tmp_
     by_mlflow = _new_store(tmp_path / "mlflow-made", not_a_folder)
     cache = tmp_path / "cache"
     first = _new_store(tmp_path / "first", cache)
-    blank = cache / "hpo" / f"mlflow-{__import__('mlflow').__version__}-tables.db"
+    blank = cache / "hpo" / f"mlflow-{__import__('mlflow').__version__}-tables-{PAGE_SIZE}.db"
     assert blank.is_file()
     blank_mtime = blank.stat().st_mtime_ns
     copied = _new_store(tmp_path / "copied", cache)
     assert blank.stat().st_mtime_ns == blank_mtime  # copied, not made again
     assert copied["schema"] == first["schema"] == by_mlflow["schema"]
     assert copied["migration"] == by_mlflow["migration"]
+    assert copied["page_size"] == PAGE_SIZE
     for store, folder in ((by_mlflow, "mlflow-made"), (copied, "copied")):
         assert store["experiments"] == [
             [0, "Default", str(tmp_path / folder / "mlruns" / "0"), "active", "default"],
