@@ -31,8 +31,16 @@ def trial(data, folder=None):
                        out=io.StringIO())
 
 
-def test_a_trial_with_a_folder_leaves_the_weights_it_trained_there(data, tmp_path):
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (the same reductions in both trainings), then as before."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_a_trial_with_a_folder_leaves_the_weights_it_trained_there(data, tmp_path, one_thread):
     folder = tmp_path / "round-1" / "trial"
     fit(params(), trial(data, folder))
     assert sorted(p.name for p in folder.iterdir()) == [WEIGHTS_FILE]  # whole: no .part left
