@@ -48,12 +48,12 @@ def configurations(count: int, epochs: int) -> list[dict[str, Any]]:
 
 
 def _draw(rng: random.Random, dist: Any) -> Any:
+    """Uniform over a choice, or over a range's own scale (log10 for a log range)."""
     choices = getattr(dist, "choices", None)
     if choices is not None:
         return rng.choice(list(choices))
-    if dist.log:  # lr and weight decay
-        return dist.low * (dist.high / dist.low) ** rng.random()
-    return dist.low + (dist.high - dist.low) * rng.random()
+    value = dist.from_t(dist.t_low + (dist.t_high - dist.t_low) * rng.random())
+    return round(value) if dist.integer else value
 
 
 def train(indexes: list[int], count: int, epochs: int) -> dict[int, float]:
