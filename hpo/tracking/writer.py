@@ -1,7 +1,7 @@
 """Writer threads: the store's writes in order, off the thread that produces them.
 
-``Writer`` is one thread. ``Writers`` is several, with ``Writer``'s ``error`` and ``drain``: the
-writes of one key (a trial) run on one of them, in order, and those of different keys at once.
+``Writer`` is one thread. ``Writers`` is several behind the same interface: the writes of one
+key (a trial) run on one of them, in order, and those of different keys at once.
 """
 
 from __future__ import annotations
@@ -110,8 +110,8 @@ class Writer:
 
 
 class Writers:
-    """``count`` ``Writer`` threads: the writes of one key (a trial's), made on ``on(key)``,
-    run on one thread in the order they were made, those of different keys at once.
+    """``Writer``'s interface over ``count`` threads: the writes of one key (a trial's) run on
+    one thread in the order they were made, those of different keys at once.
 
     A key gets its thread with its first write, the next in turn (round-robin: trials start
     one after another, so each thread gets every ``count``-th), and keeps it; ``moved`` hands
@@ -143,6 +143,10 @@ class Writers:
         thread = self.on(old)
         del self._of[old]
         self._of[new] = thread
+
+    def write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """A write of no key: on the thread of the key None."""
+        self.on(None).write(fn, *args, **kwargs)
 
     def drain(self) -> None:
         """Wait for every thread's queued writes; the first that failed is raised here."""
