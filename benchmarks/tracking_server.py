@@ -67,7 +67,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench  # noqa: E402 - benchmarks/ and the repository on sys.path first
 from bulk_writes import KEYS, Trial, make_trials, one_by_one  # noqa: E402
 
-from hpo.tracking import trials as trials_module  # noqa: E402
 from hpo.tracking.journal import Journal  # noqa: E402
 from hpo.tracking.store import Tracker, blank_tables  # noqa: E402
 from hpo.tracking.trials import SERVER_WRITERS, RoundWriter  # noqa: E402
@@ -266,27 +265,27 @@ def round_writer(store: Store, experiment: str, trials: list[Trial],
     journal = Journal(folder / "journal.jsonl")
     journal.reset()
     errors: list[str] = []
-    with _bench.patched(trials_module, SERVER_WRITERS=writers):
-        writer = RoundWriter(tracker, journal, round_index=1, round_run=round_run)
-        servers = store.cpu()
-        wall, cpu = time.perf_counter(), time.process_time()
-        for i, trial in enumerate(trials):
-            record = TrialRecord(round=1, index=i + 1, trial_id=f"t{i}", params=trial.params,
-                                 sampled={})
-            writer.started(record)
-            for step, metrics in enumerate(trial.epochs):
-                record.history.append(metrics)
-                writer.epoch(record, metrics, step)
-            if trial.failed:
-                record.status, record.error = TrialStatus.FAILED, "RuntimeError: diverged"
-            else:
-                record.status = TrialStatus.OK
-            writer.ended(record)
-        try:
-            writer.drain()
-        except Exception as exc:  # noqa: BLE001 - counted and reported, not hidden
-            errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    writer = RoundWriter(tracker, journal, round_index=1, round_run=round_run,
+                         server_writers=writers)
+    servers = store.cpu()
+    wall, cpu = time.perf_counter(), time.process_time()
+    for i, trial in enumerate(trials):
+        record = TrialRecord(round=1, index=i + 1, trial_id=f"t{i}", params=trial.params,
+                             sampled={})
+        writer.started(record)
+        for step, metrics in enumerate(trial.epochs):
+            record.history.append(metrics)
+            writer.epoch(record, metrics, step)
+        if trial.failed:
+            record.status, record.error = TrialStatus.FAILED, "RuntimeError: diverged"
+        else:
+            record.status = TrialStatus.OK
+        writer.ended(record)
+    try:
+        writer.drain()
+    except Exception as exc:  # noqa: BLE001 - counted and reported, not hidden
+        errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     servers = {f"{who}_cpu_s": t - servers[who] for who, t in store.cpu().items()}
     shutil.rmtree(folder, ignore_errors=True)
     return {"wall_s": wall, "cpu_s": cpu, **servers, "trials": len(trials), "threads": writers,

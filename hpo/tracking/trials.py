@@ -124,15 +124,17 @@ class RoundWriter:
 
     The way its trials are written (``_BulkTrials`` or ``_OneByOneTrials``) is chosen here,
     once, and writes each event; what is the same both ways stays here: draining the writer
-    threads, their first failure, and which runs a stop leaves to end."""
+    threads, their first failure, and which runs a stop leaves to end. ``server_writers``:
+    the writer threads on a tracking server (one elsewhere)."""
 
     def __init__(self, tracker: Tracker, journal: Journal, *, round_index: int,
-                 round_run: str) -> None:
+                 round_run: str, server_writers: int = SERVER_WRITERS) -> None:
         self.tracker, self.journal = tracker, journal
         self.round, self.round_run = round_index, round_run
         self.bulk = bulk_runs(tracker)
         way = (tracker, journal, round_index, round_run)
-        self._trials = _BulkTrials(self.bulk, *way) if self.bulk else _OneByOneTrials(*way)
+        self._trials = (_BulkTrials(self.bulk, *way) if self.bulk
+                        else _OneByOneTrials(*way, server_writers=server_writers))
         self.writer = self._trials.writer
         self._ending: set[str] = set()  # the trials handed to ``ended`` here (driver thread)
 
@@ -233,10 +235,10 @@ class _OneByOneTrials(_Trials):
     writer: Writers
 
     def __init__(self, tracker: Tracker, journal: Journal, round_index: int,
-                 round_run: str) -> None:
+                 round_run: str, *, server_writers: int) -> None:
         server = tracker.uri.startswith(("http://", "https://"))
         super().__init__(tracker, journal, round_index, round_run,
-                         Writers(SERVER_WRITERS if server else 1))
+                         Writers(server_writers if server else 1))
         self._steps: dict[str, list[int]] = {}  # trial id -> its epochs' MLflow steps
         self._ends = threading.Lock()  # ended_count and closed, of every writer thread
 

@@ -18,11 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.fixtures.mlflow_server import MlflowServer
 from tests.tracking.test_bulk import KEYS, T0, Clock, client_view, start_study
 from tests.tracking.test_round_writer_both_ways import all_clocked
-from tests.fixtures.mlflow_server import MlflowServer
 
-from hpo.tracking import trials as trials_module
 from hpo.tracking.journal import Journal
 from hpo.tracking.trials import SERVER_WRITERS, RoundWriter
 from hpo.trial.record import TrialRecord
@@ -127,15 +126,15 @@ def write_round(uri: str, folder: Path, experiment: str, writers: int) -> list[i
     folder.mkdir()
     clock = Clock()
     before, after = round_events()
-    with all_clocked(clock), pytest.MonkeyPatch.context() as mp:
-        mp.setattr(trials_module, "SERVER_WRITERS", writers)
+    with all_clocked(clock):
         tracker, round_run = start_study(uri, clock, experiment)
         journal = Journal(folder / "journal.jsonl")
         journal.reset()
         records: dict[int, TrialRecord] = {}
         used = []
         for part in (before, after):
-            writer = RoundWriter(tracker, journal, round_index=1, round_run=round_run)
+            writer = RoundWriter(tracker, journal, round_index=1, round_run=round_run,
+                                 server_writers=writers)
             assert writer.bulk is None
             hand_on(writer, records, clock, part)
             used.append(len({id(writer.writer.on(records[i].trial_id))
