@@ -289,6 +289,24 @@ def test_a_run_already_written_is_not_written_again(tmp_path, specs):
     assert len(rows["metrics"]) == sum(len(s.epochs) * len(KEYS) for s in specs) - 2
 
 
+def test_run_ids_are_uuids_in_time_order():
+    """Ids as MLflow's (32 hex digits of a UUID), but later ones sort after earlier ones: what
+    keeps each table's run-id index appending at its end."""
+    import time
+    import uuid
+
+    earlier = [new_run_id() for _ in range(1000)]
+    time.sleep(0.002)  # the order is by millisecond: ids of one millisecond are in any order
+    later = [new_run_id() for _ in range(1000)]
+    assert len(set(earlier + later)) == 2000
+    assert max(earlier) < min(later)
+    for run_id in (earlier[0], later[-1]):
+        assert len(run_id) == 32 and uuid.UUID(run_id).hex == run_id
+        assert uuid.UUID(run_id).version == 7 and uuid.UUID(run_id).variant == uuid.RFC_4122
+    created = int(later[-1][:12], 16)  # its first 48 bits: Unix milliseconds
+    assert abs(created - time.time() * 1000) < 60_000
+
+
 def test_a_trial_run_checks_itself():
     with pytest.raises(ValueError, match="`status` must be one of .* but got 'DONE'"):
         TrialRun(name="t", start_time=0, end_time=1, status="DONE")
