@@ -6,7 +6,7 @@
 Every trial is the same shape as an hpo trial of the digits MLP: 12 params, ``--epochs`` epochs
 of 10 metrics (train/val loss and accuracy, gap, diverged, update ratios), the start tags
 ``RoundWriter`` gives (round, trial, status, kind, parent) and the end tags (status, epochs,
-flags, node, attempts); one in six FAILED after 3 epochs. Four ways, each ``--repeats`` times:
+flags, node, attempts); one in six FAILED after 3 epochs. Six ways, each ``--repeats`` times:
 
 - *one by one*: ``Tracker`` as ``RoundWriter`` calls it (start_run with params, buffer_metrics
   per epoch, end_run: create_run, 2 log_batch, set_terminated). At 25-35 ms a trial it gets
@@ -17,6 +17,10 @@ flags, node, attempts); one in six FAILED after 3 epochs. Four ways, each ``--re
   ``BulkRuns.write`` in batches of ``--batch``, into a new store, up to ``--trials``.
 - *bulk, 4 KiB pages*: the same into a new store whose pages are sqlite's default 4 KiB, not
   the 16 KiB of a store hpo makes (``hpo.tracking.store.PAGE_SIZE``).
+- *bulk, random run ids*: the same, each run named by MLflow's ``uuid.uuid4().hex`` instead of
+  hpo's ids in time order (``new_run_id``).
+- *the same rows, plain sqlite3*: the bulk writer's rows, built beforehand, inserted with
+  ``sqlite3`` alone, a transaction per batch: sqlite's own cost on MLflow's tables, a floor.
 - *bulk on a writer thread*: the same batches handed to hpo's ``Writer`` thread, as the round's
   callback would: the *calling* thread's CPU time per trial (building the runs and queueing
   them), and the wall time until the writer has drained.
@@ -39,6 +43,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+import uuid
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -48,12 +53,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench  # noqa: E402 - benchmarks/ and the repository on sys.path first
 
-from hpo.tracking.bulk import BulkRuns, TrialRun  # noqa: E402
+from hpo.tracking.bulk import BulkRuns, TrialRun, _Rows, new_run_id  # noqa: E402
 from hpo.tracking.store import PAGE_SIZE, Tracker  # noqa: E402
 from hpo.tracking.writer import Writer  # noqa: E402
 
 EXPERIMENT = "bulk-writes"
 SMALL_PAGES = "bulk, 4 KiB pages"
+RANDOM_IDS = "bulk, random run ids"
+FLOOR = "the same rows, plain sqlite3"
 KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "gap", "diverged",
         "update_ratio", "update_ratio.layer1", "update_ratio.layer2", "update_ratio.classifier")
 TARGET_MS, TARGET_RATE = 1.0, 1000.0  # issue #20: driver ms per trial; bulk trials/s
@@ -87,14 +94,14 @@ def make_trials(n: int, epochs: int) -> list[Trial]:
     return [Trial(i, epochs, rng) for i in range(n)]
 
 
-def trial_run(trial: Trial, parent: str, now_ms: int) -> TrialRun:
+def trial_run(trial: Trial, parent: str, now_ms: int, run_id: str | None = None) -> TrialRun:
     """What the round would hand BulkRuns at the trial's end: every epoch's metrics, as
     Tracker.buffer_metrics keeps them (with the time each epoch was reported)."""
     metrics = [(k, float(v), step, now_ms + step) for step, epoch in enumerate(trial.epochs)
                for k, v in epoch.items()]
     return TrialRun(name=trial.name, start_time=now_ms - 100, end_time=now_ms + 50,
                     status=trial.status, parent_run_id=parent, params=trial.params,
-                    metrics=metrics, tags=trial.tags, end_tags=trial.end_tags)
+                    metrics=metrics, tags=trial.tags, end_tags=trial.end_tags, run_id=run_id)
 
 
 def new_store(folder: Path, name: str) -> tuple[str, Tracker, str]:
@@ -127,11 +134,13 @@ def one_by_one(tracker: Tracker, round_run: str, trials: list[Trial]) -> None:
         tracker.end_run(run_id, trial.status, tags=trial.end_tags)
 
 
-def bulk(uri: str, experiment_id: str, round_run: str, trials: list[Trial], batch: int) -> None:
+def bulk(uri: str, experiment_id: str, round_run: str, trials: list[Trial], batch: int,
+         run_id: Any = lambda: None) -> None:
+    """``run_id()`` names each run; None: ``BulkRuns`` names it (``new_run_id``)."""
     writer = BulkRuns(uri, experiment_id)
     now = int(time.time() * 1000)
     for i in range(0, len(trials), batch):
-        writer.write([trial_run(t, round_run, now) for t in trials[i:i + batch]])
+        writer.write([trial_run(t, round_run, now, run_id()) for t in trials[i:i + batch]])
 
 
 def bulk_threaded(uri: str, experiment_id: str, round_run: str, trials: list[Trial],
@@ -146,6 +155,31 @@ def bulk_threaded(uri: str, experiment_id: str, round_run: str, trials: list[Tri
     caller = time.thread_time() - caller
     thread.drain()
     return {"wall_s": time.perf_counter() - wall, "caller_cpu_s": caller}
+
+
+def sqlite_floor(uri: str, experiment_id: str, round_run: str, trials: list[Trial],
+                 batch: int) -> dict[str, float]:
+    """The bulk writer's rows (built beforehand, untimed) inserted with plain sqlite3, a
+    transaction per batch: what sqlite itself costs on MLflow's tables, with nothing of
+    Python's row building, SQLAlchemy or MLflow around it."""
+    now = int(time.time() * 1000)
+    batches = []
+    for i in range(0, len(trials), batch):
+        rows = _Rows()
+        for t in trials[i:i + batch]:
+            rows.add(trial_run(t, round_run, now), new_run_id(), int(experiment_id), "/tmp/a")
+        batches.append(rows.inserts())
+    db = sqlite3.connect(uri.removeprefix("sqlite:///"), isolation_level=None)
+    db.execute("PRAGMA foreign_keys=ON")  # as MLflow's engine sets it
+    db.execute("PRAGMA cache_size=-65536")  # as the bulk writer sets it
+    with contextlib.closing(db):
+        def insert() -> None:
+            for inserts in batches:
+                db.execute("BEGIN")
+                for sql, table_rows in inserts:
+                    db.executemany(sql, table_rows)
+                db.execute("COMMIT")
+        return timed(insert)
 
 
 def calibration(rows: int = 100_000) -> float:
@@ -181,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                          + len({**t.tags, **t.end_tags}) + 3 for t in trials) / len(trials)
     tail = args.one_by_one_trials
     results: dict[str, list[dict[str, float]]] = {"one by one": [], "bulk": [],
-                                                  SMALL_PAGES: [],
+                                                  SMALL_PAGES: [], RANDOM_IDS: [], FLOOR: [],
                                                   "bulk on a writer thread": []}
     calibrations = [calibration()]
     with tempfile.TemporaryDirectory(prefix="bulk-writes-") as tmp:
@@ -209,6 +243,19 @@ def main(argv: list[str] | None = None) -> int:
             t = timed(partial(bulk, uri, tracker.experiment_id, round_run, trials, args.batch))
             results[SMALL_PAGES].append({**t, "trials": args.trials})
             print(f"{SMALL_PAGES}, repeat {r + 1}: {t['wall_s'] / args.trials * 1e3:.3f} "
+                  f"ms/trial", flush=True)
+
+            uri, tracker, round_run = new_store(folder, f"random-{r}.db")
+            t = timed(partial(bulk, uri, tracker.experiment_id, round_run, trials, args.batch,
+                              lambda: uuid.uuid4().hex))
+            results[RANDOM_IDS].append({**t, "trials": args.trials})
+            print(f"{RANDOM_IDS}, repeat {r + 1}: {t['wall_s'] / args.trials * 1e3:.3f} "
+                  f"ms/trial", flush=True)
+
+            uri, tracker, round_run = new_store(folder, f"floor-{r}.db")
+            t = sqlite_floor(uri, tracker.experiment_id, round_run, trials, args.batch)
+            results[FLOOR].append({**t, "trials": args.trials})
+            print(f"{FLOOR}, repeat {r + 1}: {t['wall_s'] / args.trials * 1e3:.3f} "
                   f"ms/trial", flush=True)
 
             uri, tracker, round_run = new_store(folder, f"thread-{r}.db")
@@ -256,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         f"({'met' if rate >= TARGET_RATE else 'missed'})."),
         (f"- Pages of {PAGE_SIZE // 1024} KiB (a store hpo makes) vs sqlite's 4 KiB: "
          f"{rate:.0f} vs {_bench.median(summary[SMALL_PAGES]['trials_per_s']):.0f} trials/s."),
+        (f"- Run ids in time order (`new_run_id`, UUIDv7) vs MLflow's random ones (uuid4): "
+         f"{rate:.0f} vs {_bench.median(summary[RANDOM_IDS]['trials_per_s']):.0f} trials/s."),
         (f"- Calibration, a plain sqlite insert (in memory, no index): "
         f"{_bench.spread(calibrations, '{:.2f}')} µs/row of CPU over the run; a trial is "
         f"~{rows_per_trial:.0f} rows, most of them metrics rows that update three indexes and "
