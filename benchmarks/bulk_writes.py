@@ -1,6 +1,6 @@
 """The MLflow store's cost per trial on sqlite: one run at a time (``Tracker``) vs ``BulkRuns``.
 
-    python benchmarks/bulk_writes.py [--trials 2000] [--epochs 10] [--batch 64] [--repeats 3]
+    python benchmarks/bulk_writes.py [--trials 2000] [--epochs 10] [--batch 256] [--repeats 3]
                                      [--one-by-one-trials 200]
 
 Every trial is the same shape as an hpo trial of the digits MLP: 12 params, ``--epochs`` epochs
@@ -55,6 +55,7 @@ import _bench  # noqa: E402 - benchmarks/ and the repository on sys.path first
 
 from hpo.tracking.bulk import BulkRuns, TrialRun, _Rows, new_run_id  # noqa: E402
 from hpo.tracking.store import PAGE_SIZE, Tracker  # noqa: E402
+from hpo.tracking.trials import BATCH_TRIALS  # noqa: E402
 from hpo.tracking.writer import Writer  # noqa: E402
 
 EXPERIMENT = "bulk-writes"
@@ -198,7 +199,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--trials", type=int, default=2000, help="trials a store holds at the end")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch", type=int, default=64, help="trials per bulk transaction")
+    p.add_argument("--batch", type=int, default=BATCH_TRIALS,
+                   help="trials per bulk transaction (default: as many as a round's writer takes)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--one-by-one-trials", type=int, default=200,
                    help="trials the one-by-one path writes, the last ones of --trials")
