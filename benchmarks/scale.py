@@ -322,8 +322,10 @@ def main(argv: list[str] | None = None) -> None:
           f"{r['driver_events_ms']:.3f}", f"{r['rss_mib']:.0f}") for r in rows])
     rest = rows[1:]
     overheads = [r["overhead_ms"] for r in rest]
+    from hpo.tracking.trials import BATCH_S, BATCH_TRIALS
+
     writes = ("one by one" if args.one_by_one
-              else "in bulk (sqlite: batches of up to 64 trials or 1 s)")
+              else f"in bulk (sqlite: batches of up to {BATCH_TRIALS} trials or {BATCH_S:g} s)")
     summary = (
         f"- {trials} trials finished ({len(probe.completions)} Ray trials), "
         f"{concurrency} Ray trials at a time; Ray start-up {ray_start:.1f} s before it.\n"
