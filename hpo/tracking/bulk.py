@@ -14,7 +14,7 @@ The rows go in as tuples through the database driver: SQLAlchemy's per-row work 
 insert) cost more than sqlite itself. What is left is mostly sqlite's: a trial is ~120 rows,
 and each metrics row goes into the table and three indexes and checks a foreign key, ~8 µs of
 CPU a row on this 2-core machine in plain sqlite3 (``benchmarks/results/bulk_writes.md``). Run
-ids in time order (``new_run_id``) keep the four run-id indexes appending at their end.
+ids in time order (``new_run_id``) keep the run-id indexes appending at their end.
 
 Those internals are not MLflow's public API, so the bulk path refuses any other MLflow version
 (``BulkVersionError``). A store that is no local sqlite file (an MLflow server, PostgreSQL)
@@ -59,10 +59,11 @@ def new_run_id() -> str:
     """A run id to name a run before it is written: a UUID of version 7 (RFC 9562) as 32 hex
     digits, the form of MLflow's own ids (``uuid.uuid4().hex``), but in time order.
 
-    Why not MLflow's random ids: the runs, tags, params and metrics tables each index their
-    rows by run id, so a random id puts every new run's rows at a random place in four B-trees,
-    and ids in time order append them at the end. Measured on benchmarks/bulk_writes.py's
-    workload, paired runs: the bulk writer records ~1.4x the trials a second.
+    Why not MLflow's random ids: each table a run writes indexes its rows by run id, so a
+    random id puts every new run's rows at a random place in those B-trees, and ids in time
+    order append them at the end. On benchmarks/bulk_writes.py's workload the bulk writer
+    recorded 1.2x the trials a second of random ids in transactions of 64 trials, 1.1x in
+    transactions of 256 (``benchmarks/results/bulk_writes.md``).
     """
     # 48 bits of Unix milliseconds, the version, 12 random bits, the variant, 62 random bits
     millis = time.time_ns() // 1_000_000 & (1 << 48) - 1
