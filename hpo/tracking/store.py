@@ -285,9 +285,12 @@ def _copy_blank_tables(out: Any) -> None:
             shutil.copyfileobj(src, out)
 
 
-#: The page size of a new store hpo makes (sqlite's default is 4096): each metric row goes into
-#: four B-trees (the table and three indexes), and with larger pages the bulk writer records
-#: ~11% more trials a second (benchmarks/bulk_writes.py). Set when the blank tables are made.
+#: The page size of a new store hpo makes (sqlite's default is 4096), set when the blank tables
+#: are made: each metric row goes into four B-trees (the table and three indexes). With MLflow's
+#: random run ids the bulk writer recorded 450 against 402 trials/s in it; with hpo's ids in time
+#: order (``bulk.new_run_id``) the gain is within noise: 666 against 651 at 2,000 trials, 631
+#: against 619 at 10,000 (``benchmarks/results/bulk_writes*.md``). MLflow's own calls, which
+#: keep random ids, still write into these pages.
 PAGE_SIZE = 16384
 
 
