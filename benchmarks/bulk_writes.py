@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench  # noqa: E402 - benchmarks/ and the repository on sys.path first
 
-from hpo.tracking.bulk import BulkRuns, TrialRun, _Rows, new_run_id  # noqa: E402
-from hpo.tracking.store import PAGE_SIZE, Tracker  # noqa: E402
+from hpo.tracking.bulk import BulkRuns, TrialRun, _page_cache, _Rows, new_run_id  # noqa: E402
+from hpo.tracking.store import PAGE_SIZE, Tracker, sqlite_path  # noqa: E402
 from hpo.tracking.trials import BATCH_TRIALS  # noqa: E402
 from hpo.tracking.writer import Writer  # noqa: E402
 
@@ -62,6 +63,7 @@ EXPERIMENT = "bulk-writes"
 SMALL_PAGES = "bulk, 4 KiB pages"
 RANDOM_IDS = "bulk, random run ids"
 FLOOR = "the same rows, plain sqlite3"
+ARTIFACTS = "/nonexistent/artifacts"  # the floor's runs' artifact location: never written
 KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "gap", "diverged",
         "update_ratio", "update_ratio.layer1", "update_ratio.layer2", "update_ratio.classifier")
 TARGET_MS, TARGET_RATE = 1.0, 1000.0  # issue #20: driver ms per trial; bulk trials/s
@@ -136,7 +138,7 @@ def one_by_one(tracker: Tracker, round_run: str, trials: list[Trial]) -> None:
 
 
 def bulk(uri: str, experiment_id: str, round_run: str, trials: list[Trial], batch: int,
-         run_id: Any = lambda: None) -> None:
+         run_id: Callable[[], str | None] = lambda: None) -> None:
     """``run_id()`` names each run; None: ``BulkRuns`` names it (``new_run_id``)."""
     writer = BulkRuns(uri, experiment_id)
     now = int(time.time() * 1000)
@@ -168,18 +170,20 @@ def sqlite_floor(uri: str, experiment_id: str, round_run: str, trials: list[Tria
     for i in range(0, len(trials), batch):
         rows = _Rows()
         for t in trials[i:i + batch]:
-            rows.add(trial_run(t, round_run, now), new_run_id(), int(experiment_id), "/tmp/a")
+            rows.add(trial_run(t, round_run, now), new_run_id(), int(experiment_id),
+                     ARTIFACTS)
         batches.append(rows.inserts())
-    db = sqlite3.connect(uri.removeprefix("sqlite:///"), isolation_level=None)
+    db = sqlite3.connect(sqlite_path(uri), isolation_level=None)
     db.execute("PRAGMA foreign_keys=ON")  # as MLflow's engine sets it
-    db.execute("PRAGMA cache_size=-65536")  # as the bulk writer sets it
-    with contextlib.closing(db):
-        def insert() -> None:
-            for inserts in batches:
-                db.execute("BEGIN")
-                for sql, table_rows in inserts:
-                    db.executemany(sql, table_rows)
-                db.execute("COMMIT")
+
+    def insert() -> None:
+        for inserts in batches:
+            db.execute("BEGIN")
+            for sql, table_rows in inserts:
+                db.executemany(sql, table_rows)
+            db.execute("COMMIT")
+
+    with contextlib.closing(db), _page_cache(db):  # the bulk writer's page cache
         return timed(insert)
 
 
