@@ -317,15 +317,18 @@ def _keep_weights(model: nn.Module, trial: Trial) -> None:
     file and the trial ends as it trained. The folder is asked for, and so made, only here: a
     trial that writes no weights leaves no folder (a pruned trial's goes with its weights,
     ``hpo.study.final``)."""
-    folder, part = None, WEIGHTS_FILE + ".part"
     try:
         folder = trial.checkpoint_dir
-        if folder is not None:
-            torch.save(model.state_dict(), folder / part)
-            (folder / part).replace(folder / WEIGHTS_FILE)
+    except OSError:  # the folder cannot be made: no weights, as for a failed write
+        return
+    if folder is None:
+        return
+    part = folder / (WEIGHTS_FILE + ".part")
+    try:
+        torch.save(model.state_dict(), part)
+        part.replace(folder / WEIGHTS_FILE)
     except (OSError, RuntimeError):  # torch's zip writer reports a failed write as RuntimeError
-        if folder is not None:
-            (folder / part).unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
 
 
 def kept_model(params: Mapping[str, Any], data: Any, folder: Path) -> nn.Module | None:

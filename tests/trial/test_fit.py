@@ -68,3 +68,12 @@ def test_the_folder_is_made_when_user_code_first_reads_it(tmp_path):
     handle = trial(None, folder)
     assert not folder.exists()
     assert handle.checkpoint_dir == folder and folder.is_dir()
+
+
+def test_a_folder_that_cannot_be_made_ends_the_trial_as_it_trained(data, tmp_path):
+    """The weights only spare the final evaluation a retrain: no folder, no weights, no error."""
+    (tmp_path / "round-1").write_text("a file where the round's folder would be")
+    folder = tmp_path / "round-1" / "trial"
+    handle = trial(data, folder)
+    fit(params(), handle)
+    assert handle.reported("val_accuracy") and not folder.exists()
