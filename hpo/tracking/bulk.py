@@ -66,10 +66,10 @@ def new_run_id() -> str:
     transactions of 256 (``benchmarks/results/bulk_writes.md``).
     """
     # 48 bits of Unix milliseconds, the version, 12 random bits, the variant, 62 random bits
-    millis = time.time_ns() // 1_000_000 & (1 << 48) - 1
+    millis = (time.time_ns() // 1_000_000) & ((1 << 48) - 1)
     rand = int.from_bytes(os.urandom(10), "big")
-    value = (millis << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62
-             | rand & (1 << 62) - 1)
+    value = ((millis << 80) | (0x7 << 76) | ((rand >> 68) << 64) | (0b10 << 62)
+             | (rand & ((1 << 62) - 1)))
     return f"{value:032x}"
 
 

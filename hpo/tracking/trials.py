@@ -58,8 +58,8 @@ CRASH_ENV = "HPO_TEST_SIGKILL_AT"
 #: Set (to anything but "" or "0"): write trials one by one even on a sqlite store.
 ONE_BY_ONE_ENV = "HPO_TRACKING_ONE_BY_ONE"
 #: A bulk batch goes out when this many trials ended... (a commit's syncs and the pages it
-#: rewrites are shared by more trials: 256 a transaction recorded ~1.2-1.35x the trials a
-#: second of 64 on benchmarks/bulk_writes.py's workload, paired runs; a batch is still cut
+#: rewrites are shared by more trials: 256 a transaction recorded 1.17-1.36x the trials a
+#: second of 64 on benchmarks/bulk_writes.py's workload, three paired runs; a batch is still cut
 #: after BATCH_S, so the MLflow view lags a trial's end by about a second at most)
 BATCH_TRIALS = 256
 #: ...or when its first line has waited this many seconds.
