@@ -72,7 +72,8 @@ from hpo.tracking.store import Tracker, blank_tables  # noqa: E402
 from hpo.tracking.trials import SERVER_WRITERS, RoundWriter  # noqa: E402
 from hpo.trial.record import TrialRecord  # noqa: E402
 from hpo.trial.status import TrialStatus  # noqa: E402
-from tests.fixtures.mlflow_server import MlflowServer, free_port  # noqa: E402
+from tests.fixtures.mlflow_server import MlflowServer  # noqa: E402
+from tests.fixtures.ports import free_port  # noqa: E402
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 #: Seconds PostgreSQL and the MLflow server get to answer: a new PostgreSQL store runs MLflow's

@@ -35,8 +35,8 @@ from typing import Any
 
 from hpo.errors import InputError, RunError, TrackingUnreachable
 
-__all__ = ["Tracker", "resolve_tracking_uri", "runs_url", "serve_ui", "sqlite_path",
-           "store_creation", "ui_command"]
+__all__ = ["Tracker", "resolve_tracking_uri", "runs_url", "serve_ui", "server_healthy",
+           "sqlite_path", "store_creation", "ui_command"]
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 _MAX_PARAM_LEN = 6000
@@ -356,7 +356,7 @@ def serve_ui(uri: str, *, host: str, port: int, say: Callable[[str], None]) -> i
     try:
         ready = False
         while process.poll() is None and not stop.is_set():
-            if not ready and _answers(base):
+            if not ready and server_healthy(base):
                 ready = True
                 say(f"MLflow UI ready after {time.monotonic() - started:.1f} s: {base}")
                 for name, experiment_id in _experiments(base):
@@ -428,9 +428,10 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _answers(base: str) -> bool:
+def server_healthy(base: str, timeout: float = 0.5) -> bool:
+    """Whether the MLflow server at ``base`` answers its ``/health`` within ``timeout`` s."""
     try:
-        with urllib.request.urlopen(f"{base}/health", timeout=0.5) as response:
+        with urllib.request.urlopen(f"{base}/health", timeout=timeout) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False

@@ -19,6 +19,7 @@ import pytest
 from hpo.cli import main
 from hpo.report import study as report_study
 from hpo.tracking.store import DEFAULT_URI
+from tests.fixtures.ports import free_port
 
 HPO_BIN = Path(sys.executable).parent / "hpo"
 #: What the issue asks for on an idle machine is 5 s; a loaded 2-core CI box gets more.
@@ -65,12 +66,6 @@ def test_hpo_ui_on_a_taken_port_exits_2_naming_the_option_before_starting(capsys
 # -- the UI, for real -------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
@@ -115,7 +110,7 @@ def test_hpo_ui_answers_within_seconds_links_the_runs_and_stops_on_ctrl_c(tmp_pa
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment_id = Tracker(uri, "ui-cli-study").ensure_experiment()
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     started = time.monotonic()

@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,16 +24,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.ports import free_port
+
 BIN = Path(sys.executable).parent
 NODE_IP = "127.0.0.2"
 OBJECT_STORE_BYTES = 100 * 1024 * 1024
 START_TIMEOUT_S = 60
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -24,7 +24,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import textwrap
@@ -40,6 +39,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from tests.fixtures.ports import free_port
 from tests.fixtures.runs import runs_by_kind
 
 pytestmark = pytest.mark.slow
@@ -124,12 +124,6 @@ def _set_up_docker() -> None:
     reason = docker_works()
     if reason is not None or not base_image_present():
         pytest.skip(f"Docker cannot run here: {reason or 'no ' + BASE_IMAGE}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Stack:

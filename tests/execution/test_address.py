@@ -13,24 +13,18 @@ import yaml
 
 from hpo.errors import InputError, RunError
 from hpo.execution.cluster import check_reachable
-
-
-def _closed_port() -> int:
-    """A local port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.fixtures.ports import free_port
 
 
 def test_a_closed_port_is_a_run_error_naming_the_address():
-    address = f"127.0.0.1:{_closed_port()}"
+    address = f"127.0.0.1:{free_port()}"
     with pytest.raises(RunError, match=address) as info:
         check_reachable(address)
     assert info.value.exit_code == 1
 
 
 def test_the_address_may_come_from_ray_address(monkeypatch):
-    address = f"localhost:{_closed_port()}"
+    address = f"localhost:{free_port()}"
     monkeypatch.setenv("RAY_ADDRESS", address)
     with pytest.raises(RunError, match=f"{address}.*RAY_ADDRESS"):
         check_reachable(None)

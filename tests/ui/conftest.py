@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.fixtures.mlflow_server import MlflowServer, free_port
+from tests.fixtures.mlflow_server import MlflowServer
+from tests.fixtures.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 #: Screenshots and other evidence a CI job keeps (git-ignored).
