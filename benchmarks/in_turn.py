@@ -24,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _bench  # noqa: E402
-from time_to_result import study_text  # noqa: E402
+from time_to_result import add_run_arguments, study_text  # noqa: E402
 
 STEM = "in_turn"
 
@@ -64,11 +64,7 @@ def render(args: argparse.Namespace, commits: dict[str, str],
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("baseline", help="the git revision to compare this checkout with")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--studies", nargs="+", choices=["default", "48x30"],
-                   default=["default", "48x30"])
-    p.add_argument("--quick", action="store_true", help="tiny studies: checks the script runs")
-    p.add_argument("--timeout", type=float, default=900.0)
+    add_run_arguments(p)
     args = p.parse_args(argv)
     repo = HERE.parent
 

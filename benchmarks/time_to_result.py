@@ -192,13 +192,21 @@ def render(summaries: list[dict[str, Any]], args: argparse.Namespace, loads: lis
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+#: The studies of ``study_text``.
+STUDIES = ("default", "48x30")
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """How many runs of which studies, and their limits (this script's and ``in_turn.py``'s)."""
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--studies", nargs="+", choices=["default", "48x30"],
-                   default=["default", "48x30"])
+    p.add_argument("--studies", nargs="+", choices=STUDIES, default=list(STUDIES))
     p.add_argument("--quick", action="store_true", help="tiny studies: checks the script runs")
     p.add_argument("--timeout", type=float, default=900.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_run_arguments(p)
     args = p.parse_args(argv)
     run_once("default", quick=True, timeout=args.timeout)  # warm-up: page cache, blank tables
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in args.studies}
