@@ -58,17 +58,17 @@ class _NotStoppingErrors(logging.Filter):
 
 
 #: What a Ray that hpo starts on this machine does as it starts: one worker process per CPU,
-#: each importing torch and hpo's trainer before any trial asks for one. A round's trial actors
-#: land in those processes (see ``_tune_for_short_trials``), so its first trials do not pay for a
+#: each importing torch and hpo's trainer before any trial asks for one, and ``torch._dynamo``,
+#: which torch imports when the first optimizer is made (1.4 s here). A round's trial actors land
+#: in those processes (see ``_tune_for_short_trials``), so its first trials do not pay for a
 #: process and those imports while the driver waits.
 #:
-#: ``torch._dynamo`` too (1.4 s of CPU here), though hpo's optimizers step without it
-#: (``hpo.trial.optimizers``) and a user's loop with torch.optim imports it at its first step.
-#: Without it the default study ran 4.8 s faster, but in 10 of 43 studies of
+#: With optimizers that step without ``torch._dynamo`` and workers that skip it, the default
+#: study ran 4.8 s faster, but in 10 of 43 studies of
 #: ``test_every_round_runs_in_warm_workers_on_every_cpu`` a round ran on one worker: one trial
 #: actor was ready only after the other had finished the first trial and taken the next, and
-#: Tune dropped it (none in 30 with it). Why the shorter start makes that race likelier is not
-#: known yet.
+#: Tune dropped it (none in 30 with the import). Why the shorter start makes that race likelier
+#: is not known yet (docs/performance.md, Time to result).
 WARM_WORKERS = _ray_private.warm_worker_config(
     ["torch", "torch._dynamo", "ray.tune", "hpo.execution.round", "hpo.trial.train",
      "hpo.execution._warm_worker"])

@@ -156,4 +156,3 @@ def test_tune_settings_are_restored_after_a_round(monkeypatch: pytest.MonkeyPatc
         assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "7"
     assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "30"
     assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "7"
-
