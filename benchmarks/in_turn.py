@@ -18,13 +18,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _bench  # noqa: E402
-from time_to_result import add_run_arguments, study_text  # noqa: E402
+from time_to_result import add_run_arguments, search  # noqa: E402
 
 STEM = "in_turn"
 
@@ -32,16 +31,8 @@ STEM = "in_turn"
 def whole_command(tree: Path, study: str, *, quick: bool, timeout: float) -> float:
     """Seconds of one ``hpo search --quiet`` of ``study`` with the code of ``tree``."""
     with tempfile.TemporaryDirectory(prefix="hpo-in-turn-") as tmp:
-        (Path(tmp) / "study.yaml").write_text(study_text(study, quick=quick))
-        env = {**os.environ, "PYTHONPATH": str(tree),
-               "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
-        start = time.time()
-        proc = subprocess.run([sys.executable, "-m", "hpo", "search", "study.yaml", "--quiet"],
-                              cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout)
-        took = time.time() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"hpo search ({tree}) exited {proc.returncode}: {proc.stderr[-2000:]}")
-    return took
+        start, end = search(Path(tmp), study, quick=quick, timeout=timeout, code=tree)
+    return end - start
 
 
 def render(args: argparse.Namespace, commits: dict[str, str],

@@ -69,17 +69,26 @@ def run_once(name: str, *, quick: bool, timeout: float) -> dict[str, Any]:
     """One ``hpo search --quiet`` of study ``name`` in a new folder; its phases in seconds."""
     with tempfile.TemporaryDirectory(prefix="hpo-ttr-") as tmp:
         folder = Path(tmp)
-        (folder / "study.yaml").write_text(study_text(name, quick=quick))
-        env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
-        start = time.time()
-        proc = subprocess.run([sys.executable, "-m", "hpo", "search", "study.yaml", "--quiet"],
-                              cwd=folder, env=env, capture_output=True, text=True,
-                              timeout=timeout)
-        end = time.time()
-        if proc.returncode != 0:
-            raise RuntimeError(f"hpo search exited {proc.returncode}: {proc.stderr[-2000:]}")
+        start, end = search(folder, name, quick=quick, timeout=timeout)
         return {"total": end - start, **_phases(folder, start, end),
                 "trials_run": _journal_trials(folder)}
+
+
+def search(folder: Path, name: str, *, quick: bool, timeout: float,
+           code: Path | None = None) -> tuple[float, float]:
+    """``hpo search study.yaml --quiet`` of study ``name`` in ``folder``, as a user runs it
+    (with ``code``, a checkout, first on the path when given); its start and end times."""
+    (folder / "study.yaml").write_text(study_text(name, quick=quick))
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+           **({"PYTHONPATH": str(code)} if code is not None else {})}
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-m", "hpo", "search", "study.yaml", "--quiet"],
+                          cwd=folder, env=env, capture_output=True, text=True, timeout=timeout)
+    end = time.time()
+    if proc.returncode != 0:
+        raise RuntimeError(f"hpo search ({code or 'this checkout'}) exited {proc.returncode}: "
+                           f"{proc.stderr[-2000:]}")
+    return start, end
 
 
 def _phases(folder: Path, start: float, end: float) -> dict[str, Any]:
