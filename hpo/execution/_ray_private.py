@@ -13,9 +13,9 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["TOUCHED", "in_worker_process", "kv_keys", "kv_put", "loopback_node",
-           "memoized_trainable_lookups", "release_trial_state", "session_name", "start_workers",
-           "tune_actor_env", "warm_worker_config"]
+__all__ = ["TOUCHED", "in_worker_process", "keep_starting_actors", "kv_keys", "kv_put",
+           "loopback_node", "memoized_trainable_lookups", "release_trial_state", "session_name",
+           "start_workers", "tune_actor_env", "warm_worker_config"]
 
 #: Every private attribute this module touches, as (module, dotted attribute). The test imports
 #: each module and walks each attribute, so a Ray upgrade that drops one fails by name.
@@ -33,6 +33,7 @@ TOUCHED: tuple[tuple[str, str], ...] = (
     ("ray.tune.execution.class_cache", "DEFAULT_ENV_VARS"),
     ("ray.tune.experiment.trial", "Trial.run_metadata"),
     ("ray._private.ray_constants", "ENABLE_RAY_CLUSTER"),
+    ("ray.tune.execution.tune_controller", "TuneController._maybe_reuse_cached_actor"),
 )
 #: Ray's internal system-config keys hpo sets on a Ray it starts (``ray.init(_system_config=)``).
 SYSTEM_CONFIG_KEYS = ("preload_python_modules", "idle_worker_killing_time_threshold_ms")
@@ -172,3 +173,32 @@ def loopback_node() -> Iterator[None]:
         yield
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = before
+
+
+# 14. Tune gives a finished trial's actor (kept for reuse) to the first pending trial, even when
+#    that trial's own actor already holds its resources and is starting: it stops the starting
+#    actor, and its worker process with it. When trials are shorter than an actor's start, the
+#    first actor then takes every trial of the round in turn and each new actor is stopped as
+#    it starts: the round runs on one worker, and the warm workers are spent. While this is
+#    on, a trial keeps an actor that has its resources; the kept actor takes the next trial that
+#    has none. An actor still waiting for resources is replaced as before (the kept actor may
+#    hold them). Breaks if TuneController's _maybe_reuse_cached_actor, _trial_to_actor,
+#    _resetting_trials or _actor_manager.is_actor_started move.
+@contextlib.contextmanager
+def keep_starting_actors() -> Iterator[None]:
+    from ray.tune.execution.tune_controller import TuneController
+
+    reuse = TuneController._maybe_reuse_cached_actor
+
+    def keeping(self: Any, trial: Any) -> bool:
+        own = self._trial_to_actor.get(trial)
+        if (own is not None and trial not in self._resetting_trials
+                and self._actor_manager.is_actor_started(own)):
+            return False
+        return reuse(self, trial)
+
+    TuneController._maybe_reuse_cached_actor = keeping
+    try:
+        yield
+    finally:
+        TuneController._maybe_reuse_cached_actor = reuse

@@ -345,6 +345,10 @@ def _tune_for_short_trials(pending: int | None = None) -> Iterator[None]:
       the first finishes a short trial, takes the second's trial, and Tune drops the starting
       actor: a round of short trials would never run two at once. Tune may ask for ``pending``
       actors at once (``TUNE_MAX_PENDING_TRIALS_PG``, unless set).
+    * Tune gives a finished trial's actor to the first pending trial even when that trial's
+      own actor is starting, and stops the starting one: with trials shorter than an actor's
+      start, a round would run on one worker and spend the warm ones. A trial keeps an actor
+      that holds its resources; the finished trial's actor takes the next trial.
     * Tune gives its trial actors an environment variable for PyTorch Lightning, which hpo does
       not use. Ray only hands an actor a worker process started for the same environment, so
       with it no trial could use the warm workers of ``WARM_WORKERS``.
@@ -365,7 +369,8 @@ def _tune_for_short_trials(pending: int | None = None) -> Iterator[None]:
     ours = [name for name in settings if name not in os.environ]  # the user's stay theirs
     os.environ.update({name: settings[name] for name in ours})
     try:
-        with _ray_private.tune_actor_env(), _ray_private.memoized_trainable_lookups():
+        with _ray_private.tune_actor_env(), _ray_private.memoized_trainable_lookups(), \
+                _ray_private.keep_starting_actors():
             yield
     finally:
         for name in ours:
