@@ -57,21 +57,24 @@ class _NotStoppingErrors(logging.Filter):
         return not record.getMessage().endswith("Error stopping trial.")
 
 
-#: What a Ray that hpo starts on this machine does as it starts: one worker process per CPU,
-#: each importing torch and hpo's trainer before any trial asks for one, and ``torch._dynamo``,
-#: which torch imports when the first optimizer is made (1.4 s here). A round's trial actors land
-#: in those processes (see ``_tune_for_short_trials``), so its first trials do not pay for a
-#: process and those imports while the driver waits.
-#:
-#: With optimizers that step without ``torch._dynamo`` and workers that skip it, the default
-#: study ran 4.8 s faster, but in 10 of 43 studies of
-#: ``test_every_round_runs_in_warm_workers_on_every_cpu`` a round ran on one worker: one trial
-#: actor was ready only after the other had finished the first trial and taken the next, and
-#: Tune dropped it (none in 30 with the import). Why the shorter start makes that race likelier
-#: is not known yet (docs/performance.md, Time to result).
-WARM_WORKERS = _ray_private.warm_worker_config(
-    ["torch", "torch._dynamo", "ray.tune", "hpo.execution.round", "hpo.trial.train",
-     "hpo.execution._warm_worker"])
+def _warm_workers(study: Spec | None) -> dict[str, Any]:
+    """What a Ray that hpo starts on this machine does as it starts: one worker process per
+    CPU, each importing torch and hpo's trainer before any trial asks for one. A round's trial
+    actors land in those processes (see ``_tune_for_short_trials``), so its first trials do not
+    pay for a process and those imports while the driver waits.
+
+    ``torch._dynamo`` (1.4 s of CPU here) only for a user's own loop (``trainable:``): it most
+    likely steps a torch.optim optimizer, which imports it at its first step; hpo's own
+    optimizers step without it (``hpo.trial.optimizers``).
+    """
+    own_loop = ["torch._dynamo"] if study is not None and study.trainable is not None else []
+    return _ray_private.warm_worker_config(
+        ["torch", "ray.tune", "hpo.execution.round", "hpo.trial.train", *own_loop,
+         "hpo.execution._warm_worker"])  # last: it says the worker is ready
+
+
+#: The warm workers of a study of hpo's own loop.
+WARM_WORKERS = _warm_workers(None)
 
 
 @dataclass
@@ -115,7 +118,7 @@ def start_ray(address: str | None, *, study: Spec | None = None) -> bool:
         else:  # this machine's alone: on the loopback address, no dashboard
             with _ray_private.loopback_node():
                 ray.init(_node_ip_address=LOOPBACK, include_dashboard=False,
-                         _system_config=dict(WARM_WORKERS), **kwargs)  # Ray adds to it
+                         _system_config=_warm_workers(study), **kwargs)  # Ray adds to it
             _pool = _WarmPool(_ray_private.session_name(),
                               int(ray.cluster_resources().get("CPU", 0)))
     except ConnectionError as exc:

@@ -31,6 +31,7 @@ import hpo.usercode as usercode
 from hpo.data import TorchData
 from hpo.data.dataset import Dataset
 from hpo.errors import Problem, UnknownNameError, UserCodeError
+from hpo.trial import optimizers
 from hpo.trial.config import OPTIMIZERS, TrainConfig
 from hpo.trial.contract import Trial
 from hpo.trial.divergence import loss_diverged
@@ -108,14 +109,15 @@ _OptimizerBuilder = Callable[[list[nn.Parameter], TrainConfig], torch.optim.Opti
 
 #: One builder per name of ``hpo.trial.config.OPTIMIZERS``: the notes' SGD, momentum, Nesterov
 #: momentum and Adam (``momentum`` as its beta1). torch refuses Nesterov without momentum; with
-#: momentum 0 it is plain SGD.
+#: momentum 0 it is plain SGD. torch's update rules, stepped without torch.compile's wrappers
+#: (``hpo.trial.optimizers``).
 _OPTIMIZER_BUILDERS: dict[str, _OptimizerBuilder] = {
-    "sgd": lambda params, cfg: torch.optim.SGD(params, lr=cfg.lr, momentum=0.0, nesterov=False),
-    "momentum": lambda params, cfg: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                                                    nesterov=False),
-    "nesterov": lambda params, cfg: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                                                    nesterov=cfg.momentum > 0),
-    "adam": lambda params, cfg: torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.momentum, 0.999)),
+    "sgd": lambda params, cfg: optimizers.SGD(params, lr=cfg.lr, momentum=0.0, nesterov=False),
+    "momentum": lambda params, cfg: optimizers.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                                   nesterov=False),
+    "nesterov": lambda params, cfg: optimizers.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                                   nesterov=cfg.momentum > 0),
+    "adam": lambda params, cfg: optimizers.Adam(params, lr=cfg.lr, betas=(cfg.momentum, 0.999)),
 }
 
 

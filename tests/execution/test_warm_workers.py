@@ -156,3 +156,22 @@ def test_tune_settings_are_restored_after_a_round(monkeypatch: pytest.MonkeyPatc
         assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "7"
     assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "30"
     assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "7"
+
+
+def test_only_a_users_own_loop_has_its_workers_import_torch_compile():
+    """hpo's optimizers step without ``torch._dynamo``; a user's loop most likely steps
+    torch.optim's, which imports it at the first step, so its warm workers import it first.
+    The module that says a worker is ready stays the last one imported."""
+    from hpo.config.spec import load_spec
+    from hpo.execution._ray_private import SYSTEM_CONFIG_KEYS
+    from hpo.execution.cluster import _warm_workers
+
+    root = Path(__file__).resolve().parents[2] / "search_spaces"
+    own_loop = load_spec(root / "own_loop" / "friedman.yaml")
+    ours = load_spec(root / "digits_mlp.yaml")
+    preload = {name: _warm_workers(spec)[SYSTEM_CONFIG_KEYS[0]]
+               for name, spec in (("own loop", own_loop), ("ours", ours))}
+    assert own_loop.trainable is not None and ours.trainable is None
+    assert "torch._dynamo" in preload["own loop"] and "torch._dynamo" not in preload["ours"]
+    assert {p[-1] for p in preload.values()} == {"hpo.execution._warm_worker"}
+    assert set(preload["own loop"]) - set(preload["ours"]) == {"torch._dynamo"}
