@@ -135,9 +135,9 @@ class RayStart:
     import torch on the second core; meanwhile the driver imports torch and loads the data on
     the first. The thread lives as long as Ray does: Ray's processes die with the thread that
     started them (Linux's parent-death signal). From the moment ``ray.init`` is done until the
-    caller ``wait``s and installs its signal handlers again (``hpo.execution.interrupt``),
-    SIGTERM aborts the process by Ray's fatal-signal handler: the study waits right after
-    loading its data, before it writes anything.
+    caller ``take``s Ray and installs its signal handlers again (``hpo.execution.interrupt``),
+    SIGTERM aborts the process by Ray's fatal-signal handler: a study takes it before it writes
+    its run or journal (by then it holds its lock and has opened its store and experiment).
     """
 
     def __init__(self, study: Spec) -> None:
@@ -159,16 +159,12 @@ class RayStart:
         while ray.is_initialized():  # until the study (or anyone) shuts Ray down
             time.sleep(0.2)
 
-    def wait(self) -> None:
-        """Wait for Ray; raises what ``start_ray`` raised."""
-        self._done.wait()
-        if self._error is not None:
-            raise self._error
-
     def take(self) -> bool:
         """Wait for Ray, and take it over: True if it was started here (the caller shuts it
         down from then on). Raises what ``start_ray`` raised."""
-        self.wait()
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
         started, self._started = self._started, False
         return started
 

@@ -110,9 +110,6 @@ def _run_study(spec: Spec, *, address: str | None, tracking_uri: str | None, qui
     from hpo.execution.cluster import check_reachable, start_ray
 
     check_reachable(address)  # ray.init would retry for minutes, after the study run is written
-    if ray_start is not None:  # started while the data loaded
-        ray_start.wait()
-        INTERRUPTS.install()  # ray.init's fatal-signal handler would abort on SIGTERM
     folder = _study_folder(spec, study_root)
     lock = StudyLock(folder).acquire()  # one driver per study
     started_ray = False
@@ -120,10 +117,9 @@ def _run_study(spec: Spec, *, address: str | None, tracking_uri: str | None, qui
         journal = Journal(folder / "journal.jsonl")
         past = resumable(spec, journal, folder) if resume else None
         # The store first: an unreachable one fails before Ray is reached (a Ray on this machine
-        # has started while the data loaded, and stops again). Then Ray, before the study run,
-        # so that a cluster that refuses this driver (a wrong token, no Ray there) leaves no
-        # study run or journal behind. Opening the store on a thread while ray.init ran gained
-        # nothing measurable here: both want the same cores.
+        # has been starting since the study began, and stops again); the store opens while it
+        # starts. Then Ray, before the study run, so that a cluster that refuses this driver (a
+        # wrong token, no Ray there) leaves no study run or journal behind.
         tracker = Tracker.opened(resolve_tracking_uri(tracking_uri, spec.tracking.uri),
                                  spec.name)
         started_ray = (ray_start.take() if ray_start is not None
