@@ -133,15 +133,16 @@ class RayStart:
 
     ``ray.init`` mostly waits for Ray's processes to start, and the warm workers they start
     import torch on the second core; meanwhile the driver imports torch and loads the data on
-    the first. The thread lives as long as Ray does: Ray's processes die with the thread that
-    started them (Linux's parent-death signal). From the moment ``ray.init`` is done until the
+    the first. The thread lives until ``close``: Ray's processes die with the thread that
+    started them (Linux's parent-death signal), so it ends only once Ray is shut down. From the
+    moment ``ray.init`` is done until the
     caller ``take``s Ray and installs its signal handlers again (``hpo.execution.interrupt``),
     SIGTERM aborts the process by Ray's fatal-signal handler: a study takes it before it writes
     its run or journal (by then it holds its lock and has opened its store and experiment).
     """
 
     def __init__(self, study: Spec) -> None:
-        self._done = threading.Event()
+        self._done, self._closed = threading.Event(), threading.Event()
         self._started = False
         self._error: BaseException | None = None
         threading.Thread(target=self._run, args=(study,), name="hpo-ray-start",
@@ -154,10 +155,7 @@ class RayStart:
             self._error = exc
         finally:
             self._done.set()
-        import ray
-
-        while ray.is_initialized():  # until the study (or anyone) shuts Ray down
-            time.sleep(0.2)
+        self._closed.wait()
 
     def take(self) -> bool:
         """Wait for Ray, and take it over: True if it was started here (the caller shuts it
@@ -168,15 +166,18 @@ class RayStart:
         started, self._started = self._started, False
         return started
 
-    def abandon(self) -> None:
-        """The caller stops before taking Ray: wait for it, and shut it down if started here.
-        Nothing after ``take``."""
+    def close(self) -> None:
+        """Once the caller is done with Ray (it shut down what it took): shut down a Ray
+        started here and never taken, and let the thread end."""
         self._done.wait()
-        if self._started:
-            import ray
+        try:
+            if self._started:
+                import ray
 
-            self._started = False
-            ray.shutdown()
+                self._started = False
+                ray.shutdown()
+        finally:
+            self._closed.set()
 
 
 def start_ray_soon(address: str | None, study: Spec) -> RayStart | None:

@@ -51,7 +51,7 @@ def search(study: StudyLike, *, seed: int | None = None, address: str | None = N
         from hpo.study.run import run_study
     except BaseException:
         if ray_start is not None:
-            ray_start.abandon()
+            ray_start.close()
         raise
     return run_study(spec, address=address, tracking_uri=tracking_uri, quiet=quiet,
                      force=force, resume=resume, study_root=study_root, ray_start=ray_start)

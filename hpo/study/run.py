@@ -98,7 +98,7 @@ def run_study(
                               ray_start=ray_start)
         finally:
             if ray_start is not None:
-                ray_start.abandon()  # nothing left to do once the study took its Ray
+                ray_start.close()  # after the study shut down the Ray it took
 
 
 def _run_study(spec: Spec, *, address: str | None, tracking_uri: str | None, quiet: bool,
