@@ -5,7 +5,6 @@ made-up epochs, so the test is about the callback, not training."""
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from hpo.config.spec import parse_spec
 from hpo.space.bridge import encode
 from hpo.trial.record import TrialRecord
 from hpo.trial.status import TrialStatus
+from tests.fixtures.local_ray import local_ray
 
 pytestmark = pytest.mark.slow
 
@@ -100,24 +100,8 @@ class Recorder:
 
 @pytest.fixture(scope="module")
 def ray_session() -> Iterator[None]:
-    import sys
-
-    import ray
-    from ray import cloudpickle
-
-    # the trainable travels by value: the workers cannot import this test module by name
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAY_AUTH_MODE", "disabled")
-        mp.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-        mp.setenv("RAY_AIR_NEW_OUTPUT", "0")
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR)
-        try:
-            yield
-        finally:
-            ray.shutdown()
-            cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    with local_ray(__name__):
+        yield
 
 
 def run_tune(storage: Path, name: str, lrs: list[float], callback) -> None:

@@ -8,9 +8,7 @@ new actor is stopped as it starts and one actor runs the whole round. In a round
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from hpo.execution.round import _tune_for_short_trials
+from tests.fixtures.local_ray import local_ray
 
 #: How long each actor after the first takes to start: far longer than a trial.
 SLOW_START_S = 3.0
@@ -26,22 +25,8 @@ TRIALS = 6
 
 @pytest.fixture(scope="module")
 def ray_session() -> Iterator[None]:
-    import ray
-    from ray import cloudpickle
-
-    # the trainable travels by value: the workers cannot import this test module by name
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAY_AUTH_MODE", "disabled")
-        mp.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-        mp.setenv("RAY_AIR_NEW_OUTPUT", "0")
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR)
-        try:
-            yield
-        finally:
-            ray.shutdown()
-            cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    with local_ray(__name__):
+        yield
 
 
 def _trainable_class():
