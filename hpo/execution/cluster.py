@@ -248,9 +248,8 @@ def await_warm_workers(spec: Spec, *, timeout: float = 60.0) -> float:
     """Wait until as many warm workers as the next round runs trials at once are ready (or
     ``timeout`` passes); the seconds waited. Only for a Ray this process started.
 
-    A round must not start while some are still importing torch: Tune would hand the trials
-    of the slow ones to the first actor to finish a short trial, and drop the slow ones, so the
-    round would run on fewer workers.
+    A round must not start while some are still importing torch: their trials would wait for
+    them (``_ray_private.keep_starting_actors``) while the first trials ran.
     """
     pool = _warm_pool()
     if pool is None:

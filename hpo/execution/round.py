@@ -340,15 +340,14 @@ CHECKPOINT_NEVER_S = 365 * 24 * 3600
 def _tune_for_short_trials(pending: int | None = None) -> Iterator[None]:
     """Tune's habits that cost short trials, set aside while a round runs (and restored after).
 
-    * With ``pending`` (a round that sets no limit of live trials, on a cluster): Tune asks for
-      one trial actor at a time when a searcher sets no limit. While the second actor starts,
-      the first finishes a short trial, takes the second's trial, and Tune drops the starting
-      actor: a round of short trials would never run two at once. Tune may ask for ``pending``
-      actors at once (``TUNE_MAX_PENDING_TRIALS_PG``, unless set).
     * Tune gives a finished trial's actor to the first pending trial even when that trial's
       own actor is starting, and stops the starting one: with trials shorter than an actor's
       start, a round would run on one worker and spend the warm ones. A trial keeps an actor
       that holds its resources; the finished trial's actor takes the next trial.
+    * With ``pending`` (a round that sets no limit of live trials, on a cluster): Tune asks for
+      one trial actor at a time when a searcher sets no limit, so the next trial, and its
+      actor, come only once the last one's actor has started. Tune may ask for ``pending``
+      actors at once (``TUNE_MAX_PENDING_TRIALS_PG``, unless set).
     * Tune gives its trial actors an environment variable for PyTorch Lightning, which hpo does
       not use. Ray only hands an actor a worker process started for the same environment, so
       with it no trial could use the warm workers of ``WARM_WORKERS``.
