@@ -46,6 +46,7 @@ import numpy as np
 
 from hpo.data import _files as files
 from hpo.data._download import REMOTES, default_folder, fetch
+from hpo.data._shuffle_split import shuffle_split, stratified_shuffle_split
 from hpo.errors import DataError, UnknownNameError
 
 if TYPE_CHECKING:  # hpo.data.config reads this module's SOURCES and STEPS for its rules
@@ -417,20 +418,17 @@ def split(
     stratify: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Seeded index split into train / val / test (a fraction 0 gives none), stratified by the
-    class labels ``y`` unless ``stratify`` is False (regression targets)."""
-    from sklearn.model_selection import train_test_split
-
+    class labels ``y`` unless ``stratify`` is False (regression targets): scikit-learn's
+    ``train_test_split``, test split first, then validation from the rest."""
     index = np.arange(len(y))
     empty = np.array([], dtype=np.int64)
     test = val = empty
     if not stratify:
         try:
             if test_fraction > 0:
-                index, test = train_test_split(index, test_size=test_fraction,
-                                               random_state=seed)
+                index, test = shuffle_split(index, test_fraction, seed)
             if val_fraction > 0:
-                index, val = train_test_split(index, test_size=val_fraction
-                                              / (1.0 - test_fraction), random_state=seed)
+                index, val = shuffle_split(index, val_fraction / (1.0 - test_fraction), seed)
         except ValueError as exc:  # a split with no example left
             raise DataError(f"{where}: cannot split {len(y)} examples (val_fraction "
                             f"{val_fraction:g}, test_fraction {test_fraction:g}): {exc}. Bring "
@@ -442,12 +440,10 @@ def split(
                         f"example(s); a stratified split needs at least 2 per class")
     try:
         if test_fraction > 0:
-            index, test = train_test_split(index, test_size=test_fraction, stratify=y,
-                                           random_state=seed)
+            index, test = stratified_shuffle_split(index, y, test_fraction, seed)
         if val_fraction > 0:
             val_share = val_fraction / (1.0 - test_fraction)
-            index, val = train_test_split(index, test_size=val_share, stratify=y[index],
-                                          random_state=seed)
+            index, val = stratified_shuffle_split(index, y[index], val_share, seed)
     except ValueError as exc:  # a split smaller than the number of classes
         raise DataError(f"{where}: cannot split {len(y)} examples of {len(classes)} classes "
                         f"stratified (val_fraction {val_fraction:g}, test_fraction "
@@ -475,12 +471,25 @@ def _images(x: np.ndarray) -> np.ndarray:
 
 
 def _load_digits(spec: DataSpec) -> RawData:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = (bunch.images[:, None, :, :] / 16.0).astype(np.float32)  # (N, 1, 8, 8)
+    table = _digits_table()  # 64 pixels in 0..16, then the digit
+    x = (table[:, :-1].reshape(-1, 1, 8, 8) / 16.0).astype(np.float32)  # (N, 1, 8, 8)
     return RawData(name="digits", where="digits", num_classes=10, x=x,
-                   y=bunch.target.astype(np.int64), class_names=tuple(map(str, range(10))))
+                   y=table[:, -1].astype(np.int64), class_names=tuple(map(str, range(10))))
+
+
+def _digits_table() -> np.ndarray:
+    """The file ``sklearn.datasets.load_digits`` reads, read as it does, without importing
+    scikit-learn (1.3 s of CPU on the way to the first trial)."""
+    import gzip
+    from importlib.util import find_spec
+
+    package = find_spec("sklearn")  # finds the package without running it
+    if package is None or package.origin is None:
+        raise DataError("data.source 'digits' reads scikit-learn's bundled digits: install "
+                        "scikit-learn")
+    path = Path(package.origin).parent / "datasets" / "data" / "digits.csv.gz"
+    with gzip.open(path, mode="rt", encoding="utf-8") as f:
+        return np.loadtxt(f, delimiter=",")
 
 
 _CLASS_NAMES = {
