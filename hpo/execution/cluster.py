@@ -12,7 +12,9 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +24,9 @@ from hpo.config.spec import Spec
 from hpo.errors import InputError, RunError
 from hpo.execution import _ray_private
 
-__all__ = ["WARM_WORKERS", "await_warm_workers", "check_reachable", "code_runtime_env",
-           "concurrent_trials", "prestart_warm_workers", "quiet_libraries", "start_ray",
-           "warm_pool_started"]
+__all__ = ["WARM_WORKERS", "RayStart", "await_warm_workers", "check_reachable",
+           "code_runtime_env", "concurrent_trials", "prestart_warm_workers", "quiet_libraries",
+           "start_ray", "start_ray_soon", "warm_pool_started"]
 
 # Ray Tune's per-trial CSV/JSON/TensorBoard loggers: the driver's MLflow callback replaces them.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -124,6 +126,70 @@ def start_ray(address: str | None, *, study: Spec | None = None) -> bool:
     except ConnectionError as exc:
         raise RunError(_connect_error(address, exc)) from None
     return not address
+
+
+class RayStart:
+    """``start_ray`` for a Ray on this machine, on a thread of its own, while the caller goes on.
+
+    ``ray.init`` mostly waits for Ray's processes to start, and the warm workers they start
+    import torch on the second core; meanwhile the driver imports torch and loads the data on
+    the first. The thread lives until ``close``: Ray's processes die with the thread that
+    started them (Linux's parent-death signal), so it ends only once Ray is shut down. From the
+    moment ``ray.init`` is done until the
+    caller ``take``s Ray and installs its signal handlers again (``hpo.execution.interrupt``),
+    SIGTERM aborts the process by Ray's fatal-signal handler: a study takes it before it writes
+    its run or journal (by then it holds its lock and has opened its store and experiment).
+    """
+
+    def __init__(self, study: Spec) -> None:
+        self._done, self._closed = threading.Event(), threading.Event()
+        self._started = False
+        self._error: BaseException | None = None
+        threading.Thread(target=self._run, args=(study,), name="hpo-ray-start",
+                         daemon=True).start()
+
+    def _run(self, study: Spec) -> None:
+        try:
+            self._started = start_ray(None, study=study)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by take()
+            self._error = exc
+        finally:
+            self._done.set()
+        self._closed.wait()
+
+    def take(self) -> bool:
+        """Wait for Ray, and take it over: True if it was started here (the caller shuts it
+        down from then on). Raises what ``start_ray`` raised."""
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        started, self._started = self._started, False
+        return started
+
+    def close(self) -> None:
+        """Once the caller is done with Ray (it shut down what it took): shut down a Ray
+        started here and never taken, and let the thread end."""
+        self._done.wait()
+        try:
+            if self._started:
+                import ray
+
+                self._started = False
+                ray.shutdown()
+        finally:
+            self._closed.set()
+
+
+def start_ray_soon(address: str | None, study: Spec) -> RayStart | None:
+    """Start Ray on this machine while the caller goes on (``RayStart``); None where
+    ``start_ray`` would connect to a cluster (``address`` or RAY_ADDRESS) or a Ray runs
+    already: those are left to ``start_ray`` itself."""
+    if address or os.environ.get("RAY_ADDRESS"):
+        return None
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return None
+    return RayStart(study)
 
 
 #: The only address a Ray that hpo starts listens on: nothing of it is reachable from the network.

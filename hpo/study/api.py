@@ -43,10 +43,18 @@ def search(study: StudyLike, *, seed: int | None = None, address: str | None = N
            resume: bool = False, study_root: str | Path = "hpo_runs") -> Any:
     """Run a whole study (``hpo search``); returns its ``StudyResult``: ``best_config``,
     ``best_metric``, ``trials`` (best first), ``run_id`` (the study's MLflow run), ``folder``."""
-    from hpo.study.run import run_study
+    from hpo.execution.cluster import start_ray_soon
 
-    return run_study(as_spec(study, seed=seed), address=address, tracking_uri=tracking_uri,
-                     quiet=quiet, force=force, resume=resume, study_root=study_root)
+    spec = as_spec(study, seed=seed)
+    ray_start = start_ray_soon(address, spec)  # Ray starts while torch and the data load
+    try:
+        from hpo.study.run import run_study
+    except BaseException:
+        if ray_start is not None:
+            ray_start.close()
+        raise
+    return run_study(spec, address=address, tracking_uri=tracking_uri, quiet=quiet,
+                     force=force, resume=resume, study_root=study_root, ray_start=ray_start)
 
 
 def train(study: StudyLike, *, seed: int | None = None, tracking_uri: str | None = None,

@@ -18,6 +18,7 @@ from hpo.config.spec import Spec
 from hpo.data import TorchData
 from hpo.data.dataset import Dataset, load_dataset, require_classification
 from hpo.errors import HpoError, InputError, RunError
+from hpo.execution.cluster import RayStart
 from hpo.execution.interrupt import INTERRUPTS, Interrupted
 from hpo.report.study import description, final_report, markdown_report
 from hpo.study.babysit import sanity_gate
@@ -81,21 +82,29 @@ def run_study(
     force: bool = False,
     resume: bool = False,
     study_root: str | Path = "hpo_runs",
+    ray_start: RayStart | None = None,
 ) -> StudyResult:
     """Run every round of ``spec``; input errors surface before anything is logged.
 
     With ``resume`` the study continues from its folder's journal: finished rounds are read
     back, the interrupted round goes on from its journaled trials, and the same MLflow runs go
-    on.
+    on. ``ray_start``: a Ray being started on this machine (``start_ray_soon``), which the
+    study uses instead of starting one, and shuts down if it stops before using it.
     """
     with INTERRUPTS.handling():  # Ctrl-C and SIGTERM stop the study, whatever it is doing
-        return _run_study(spec, address=address, tracking_uri=tracking_uri, quiet=quiet,
-                          force=force, resume=resume, study_root=study_root)
+        try:
+            return _run_study(spec, address=address, tracking_uri=tracking_uri, quiet=quiet,
+                              force=force, resume=resume, study_root=study_root,
+                              ray_start=ray_start)
+        finally:
+            if ray_start is not None:
+                ray_start.close()  # after the study shut down the Ray it took
 
 
 def _run_study(spec: Spec, *, address: str | None, tracking_uri: str | None, quiet: bool,
-               force: bool, resume: bool, study_root: str | Path) -> StudyResult:
-    data = prepare(spec)  # input errors (exit 2) before anything is logged, or Ray imported
+               force: bool, resume: bool, study_root: str | Path,
+               ray_start: RayStart | None) -> StudyResult:
+    data = prepare(spec)  # input errors (exit 2) before anything is logged
     import ray
 
     from hpo.execution.cluster import check_reachable, start_ray
@@ -107,13 +116,14 @@ def _run_study(spec: Spec, *, address: str | None, tracking_uri: str | None, qui
     try:
         journal = Journal(folder / "journal.jsonl")
         past = resumable(spec, journal, folder) if resume else None
-        # The store first: an unreachable one fails before Ray starts. Then Ray, before the study
-        # run, so that a cluster that refuses this driver (a wrong token, no Ray there) leaves no
-        # study run or journal behind. Opening the store on a thread while ray.init ran gained
-        # nothing measurable here: both want the same cores.
+        # The store first: an unreachable one fails before Ray is reached (a Ray on this machine
+        # has been starting since the study began, and stops again); the store opens while it
+        # starts. Then Ray, before the study run, so that a cluster that refuses this driver (a
+        # wrong token, no Ray there) leaves no study run or journal behind.
         tracker = Tracker.opened(resolve_tracking_uri(tracking_uri, spec.tracking.uri),
                                  spec.name)
-        started_ray = start_ray(address, study=spec)
+        started_ray = (ray_start.take() if ray_start is not None
+                       else start_ray(address, study=spec))
         INTERRUPTS.install()  # ray.init's fatal-signal handler would abort on SIGTERM
         with INTERRUPTS.deferred(check=False):  # a study run and journal, or neither
             study = _open(spec, data, tracker, journal, past, quiet=quiet)
