@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from hpo.data.dataset import Dataset
 from hpo.config.spec import Spec
+from hpo.data.dataset import Dataset
 from hpo.study.context import Study
 from hpo.tracking.store import Tracker
 from hpo.trial.record import TrialRecord
@@ -207,21 +207,24 @@ def finish(study: Study, data: Dataset | None, records: list[TrialRecord],
            range_history: list[dict[str, Any]]) -> FinalEvaluation | None:
     """Final evaluation, the best model, and the study-level plots, on the study's run. A
     user's trainable keeps its model to itself: its study gets the plots only."""
-    from hpo.report.plots import activation_histograms, close, learning_curves, optuna_figures
+    from hpo.report.aside import OptunaFiguresAside
+    from hpo.report.plots import activation_histograms, close, learning_curves
 
-    ranked = study.ranked(records)
-    figures = {"plots/learning_curves.png": learning_curves(ranked, metric=study.metric)}
-    final = None
-    if study.spec.trainable is None and isinstance(data, Dataset):  # arrays hpo trained on
-        final = evaluate_final(study.spec, data, ranked, study.folder)
-        study.tracker.log_metrics(study.run_id, final.metrics())
-        log_best_model(study.tracker, study.run_id, final.model, data)
-        if final.activations:
-            figures["plots/activations_best.png"] = activation_histograms(
-                final.activations, f"activations of the best trial ({ranked[0].name})")
-    figures.update({f"plots/{k}": v for k, v in optuna_figures(
-        records, range_history, study.metric, study.direction).items()})
-    for name, fig in figures.items():
-        study.tracker.log_figure(study.run_id, fig, name)
-        close(fig)
+    # Optuna's figures are drawn in a process of their own meanwhile (hpo.report.aside)
+    with OptunaFiguresAside(records, range_history, study.metric, study.direction) as optuna:
+        ranked = study.ranked(records)
+        figures = {"plots/learning_curves.png": learning_curves(ranked, metric=study.metric)}
+        final = None
+        if study.spec.trainable is None and isinstance(data, Dataset):  # arrays hpo trained on
+            final = evaluate_final(study.spec, data, ranked, study.folder)
+            study.tracker.log_metrics(study.run_id, final.metrics())
+            log_best_model(study.tracker, study.run_id, final.model, data)
+            if final.activations:
+                figures["plots/activations_best.png"] = activation_histograms(
+                    final.activations, f"activations of the best trial ({ranked[0].name})")
+        for name, fig in figures.items():
+            study.tracker.log_figure(study.run_id, fig, name)
+            close(fig)
+        for png in optuna.drawn().values():
+            study.tracker.log_artifact(study.run_id, png, "plots")
     return final

@@ -1,10 +1,16 @@
 """hpo's splits without scikit-learn give scikit-learn's own splits, and its errors."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.model_selection import train_test_split
 
 from hpo.data._shuffle_split import shuffle_split, stratified_shuffle_split
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _labels(rng: np.random.RandomState, n: int, classes: int) -> np.ndarray:
@@ -60,3 +66,15 @@ def test_the_errors_are_scikit_learns(y, fraction):
         with pytest.raises(ValueError) as got:
             shuffle_split(index, fraction, 0)
         assert str(got.value) == str(want.value)
+
+
+def test_the_digits_load_and_split_without_importing_scikit_learn():
+    """What the driver does before its first trial imports no scikit-learn (about 2 s)."""
+    code = ("import sys\n"
+            "from hpo.config.spec import load_spec\n"
+            "from hpo.data.dataset import load_dataset\n"
+            "data = load_dataset(load_spec('search_spaces/digits_mlp.yaml').data, seed=0)\n"
+            "print(len(data.y_train), len(data.y_val), 'sklearn' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, check=True).stdout.split()
+    assert out == ["1437", "360", "False"]

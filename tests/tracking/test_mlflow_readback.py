@@ -229,7 +229,8 @@ def test_study_artifacts(study, tmp_path):
             "model/preprocess.npz", "model/preprocess.md"} <= files
     plots = {f for f in files if f.startswith("plots/")}
     assert {f"plots/round_{k}.png" for k in range(1, ROUNDS + 1)} | {
-        "plots/learning_curves.png", "plots/activations_best.png"} <= plots
+        "plots/learning_curves.png", "plots/activations_best.png",
+        "plots/parallel_coordinate.png", "plots/param_importances.png"} <= plots
     for name in plots:
         assert Path(client.download_artifacts(rid, name, str(tmp_path))).read_bytes()[:8] == PNG
 
