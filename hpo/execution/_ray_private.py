@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["TOUCHED", "in_worker_process", "keep_starting_actors", "kv_keys", "kv_put",
-           "loopback_node", "memoized_trainable_lookups", "release_trial_state", "session_name",
-           "start_workers", "tune_actor_env", "warm_worker_config"]
+           "loopback_node", "memoized_trainable_lookups", "no_dashboard", "release_trial_state",
+           "session_name", "start_workers", "tune_actor_env", "warm_worker_config"]
 
 #: Every private attribute this module touches, as (module, dotted attribute). The test imports
 #: each module and walks each attribute, so a Ray upgrade that drops one fails by name.
@@ -34,6 +34,7 @@ TOUCHED: tuple[tuple[str, str], ...] = (
     ("ray.tune.experiment.trial", "Trial.run_metadata"),
     ("ray._private.ray_constants", "ENABLE_RAY_CLUSTER"),
     ("ray.tune.execution.tune_controller", "TuneController._maybe_reuse_cached_actor"),
+    ("ray._private.node", "Node.start_api_server"),
 )
 #: Ray's internal system-config keys hpo sets on a Ray it starts (``ray.init(_system_config=)``).
 SYSTEM_CONFIG_KEYS = ("preload_python_modules", "idle_worker_killing_time_threshold_ms")
@@ -202,3 +203,23 @@ def keep_starting_actors() -> Iterator[None]:
         yield
     finally:
         TuneController._maybe_reuse_cached_actor = reuse
+
+
+# 15. ray.init starts Ray's dashboard process even with ``include_dashboard=False`` (then only
+#    its usage-statistics module) and waits for it to answer before it starts the raylet: a
+#    Python process importing Ray, 0.4-1.5 s on the way to the first warm worker here, for
+#    nothing a study uses. While this is on, a Ray that hpo starts has no dashboard process.
+#    Breaks if Node.start_api_server moves (then the dashboard starts again: only slower).
+@contextlib.contextmanager
+def no_dashboard() -> Iterator[None]:
+    from ray._private.node import Node
+
+    def start_api_server(self: Any, *, include_dashboard: Any, raise_on_failure: Any) -> None:
+        self._webui_url = None
+
+    before = Node.start_api_server
+    Node.start_api_server = start_api_server
+    try:
+        yield
+    finally:
+        Node.start_api_server = before

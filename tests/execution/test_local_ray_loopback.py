@@ -1,4 +1,4 @@
-"""A Ray that hpo starts on this machine listens on 127.0.0.1 only.
+"""A Ray that hpo starts on this machine listens on 127.0.0.1 only, and starts no dashboard.
 
 Before, its GCS, raylet and workers listened on every interface (``::``) under the machine's
 outward address: anyone on the network could reach a local study's Ray. The Ray is started in a
@@ -27,9 +27,12 @@ assert ray.get(ray.remote(lambda: 41 + 1).remote()) == 42
 ours = {os.getpid(), *(p.pid for p in psutil.Process().children(recursive=True))}
 listening = sorted({c.laddr.ip for c in psutil.net_connections("inet")
                     if c.status == psutil.CONN_LISTEN and c.pid in ours})
+commands = [" ".join(psutil.Process(pid).cmdline()) for pid in ours - {os.getpid()}]
 print(json.dumps({"gcs": ray.get_runtime_context().gcs_address,
                   "nodes": [n["NodeManagerAddress"] for n in ray.nodes()],
-                  "listening": listening}))
+                  "listening": listening,
+                  "dashboard": [c for c in commands if "dashboard/dashboard.py" in c],
+                  "agent": [c for c in commands if "dashboard/agent.py" in c]}))
 ray.shutdown()
 """
 
@@ -46,12 +49,17 @@ def test_the_local_ray_hpo_starts_listens_on_loopback_only():
     assert report["gcs"].rsplit(":", 1)[0] == LOOPBACK
     assert report["nodes"] == [LOOPBACK]
     assert report["listening"] and set(report["listening"]) <= LOOPBACKS, report
+    # no dashboard process (_ray_private.no_dashboard); the raylet's own agent still runs
+    assert report["dashboard"] == [] and report["agent"], report
 
 
-def test_the_flag_is_restored_after_the_start():
+def test_the_flag_and_the_dashboard_start_are_restored_after_the_start():
     from ray._private import ray_constants
+    from ray._private.node import Node
 
-    before = ray_constants.ENABLE_RAY_CLUSTER
-    with _ray_private.loopback_node():
+    before, start_api_server = ray_constants.ENABLE_RAY_CLUSTER, Node.start_api_server
+    with _ray_private.loopback_node(), _ray_private.no_dashboard():
         assert ray_constants.ENABLE_RAY_CLUSTER is False
+        assert Node.start_api_server is not start_api_server
     assert ray_constants.ENABLE_RAY_CLUSTER == before
+    assert Node.start_api_server is start_api_server
