@@ -135,10 +135,10 @@ class RayStart:
     import torch on the second core; meanwhile the driver imports torch and loads the data on
     the first. The thread lives until ``close``: Ray's processes die with the thread that
     started them (Linux's parent-death signal), so it ends only once Ray is shut down. From the
-    moment ``ray.init`` is done until the
-    caller ``take``s Ray and installs its signal handlers again (``hpo.execution.interrupt``),
-    SIGTERM aborts the process by Ray's fatal-signal handler: a study takes it before it writes
-    its run or journal (by then it holds its lock and has opened its store and experiment).
+    moment ``ray.init`` is done until the caller ``take``s Ray and installs its signal handlers
+    again (``hpo.execution.interrupt``), SIGTERM aborts the process by Ray's fatal-signal
+    handler: a study takes it before it writes its run or journal (by then it holds its lock and
+    has opened its store and experiment).
     """
 
     def __init__(self, study: Spec) -> None:

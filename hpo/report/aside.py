@@ -43,15 +43,16 @@ class OptunaFiguresAside:
         self._args = (list(records), [dict(r) for r in ranges_by_round], metric, mode)
         self.folder = Path(tempfile.mkdtemp(prefix="hpo-figures-"))
         self.by_child = False  # whether drawn() gave the child's figures
-        (self.folder / _INPUT).write_bytes(pickle.dumps(self._args))
+        self._child: subprocess.Popen[bytes] | None = None
         path = os.pathsep.join(p for p in sys.path if p)  # the driver's hpo, not another
         try:
-            self._child: subprocess.Popen[bytes] | None = subprocess.Popen(
+            (self.folder / _INPUT).write_bytes(pickle.dumps(self._args))
+            self._child = subprocess.Popen(
                 [sys.executable, "-m", __name__, str(self.folder)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONPATH": path})
-        except OSError:  # no process to be had: the driver draws them
-            self._child = None
+        except Exception:  # noqa: BLE001 - no child to be had (a value that does not pickle,
+            pass  # no process left): the driver draws them, as before
 
     def __enter__(self) -> OptunaFiguresAside:
         return self

@@ -75,3 +75,10 @@ def test_a_child_that_fails_or_hangs_leaves_the_figures_to_the_driver(child, by_
         pngs = figures.drawn(timeout=2.0)
         assert not figures.by_child
         assert _bytes(pngs) == by_driver
+
+
+def test_records_that_do_not_pickle_leave_the_figures_to_the_driver(by_driver):
+    records = [*ARGS[0][:-1], TrialRecord(**{**vars(ARGS[0][-1]), "flags": [lambda: None]})]
+    with OptunaFiguresAside(records, *ARGS[1:]) as figures:
+        assert _bytes(figures.drawn()) == by_driver
+        assert not figures.by_child
