@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hpo.report.plots import close, optuna_figures, optuna_trials
+
 __all__ = ["TIMEOUT_S", "OptunaFiguresAside"]
 
 #: How long the driver waits for the child's figures, once its own work is done, before it
@@ -44,6 +46,8 @@ class OptunaFiguresAside:
         self.folder = Path(tempfile.mkdtemp(prefix="hpo-figures-"))
         self.by_child = False  # whether drawn() gave the child's figures
         self._child: subprocess.Popen[bytes] | None = None
+        if not optuna_trials(records, metric):  # nothing to draw: no child either
+            return
         path = os.pathsep.join(p for p in sys.path if p)  # the driver's hpo, not another
         try:
             (self.folder / _INPUT).write_bytes(pickle.dumps(self._args))
@@ -90,8 +94,6 @@ def _pngs(folder: Path) -> dict[str, Path]:
 
 def _draw(folder: Path, args: tuple[Any, ...]) -> dict[str, Path]:
     import matplotlib
-
-    from hpo.report.plots import close, optuna_figures
 
     # Optuna's importance plot sets the ggplot style for the whole process: a driver that
     # draws them itself keeps its own style for what it draws next.

@@ -16,7 +16,8 @@ from hpo.space.bridge import choice_key  # noqa: E402
 from hpo.space.distributions import Categorical, Distribution, Float, Int, Numeric  # noqa: E402
 from hpo.trial.direction import Direction  # noqa: E402
 
-__all__ = ["activation_histograms", "learning_curves", "optuna_figures", "round_figure"]
+__all__ = ["activation_histograms", "learning_curves", "optuna_figures", "optuna_trials",
+           "round_figure"]
 
 
 def round_figure(round_index: int, metric: str, mode: str, ranges: Mapping[str, Distribution],
@@ -91,17 +92,24 @@ def activation_histograms(stats: Mapping[str, Mapping[str, Any]], title: str):
     return fig
 
 
+def optuna_trials(records: Sequence[Any], metric: str) -> list[Any]:
+    """The trials Optuna's plots show (those with ``metric`` and searched values), or none
+    when there are too few to plot."""
+    done = [r for r in records if r.metric(metric) is not None and r.sampled]
+    return done if len(done) >= 3 else []
+
+
 def optuna_figures(records: Sequence[Any], ranges_by_round: Sequence[Mapping[str, Distribution]],
                    metric: str, mode: str) -> dict[str, Any]:
     """Optuna's parallel-coordinate and parameter-importance plots over every finished trial."""
+    done = optuna_trials(records, metric)
+    if not done:
+        return {}
     import optuna
     from optuna.visualization import matplotlib as ovm
 
     from hpo.space.bridge import optuna_space
 
-    done = [r for r in records if r.metric(metric) is not None and r.sampled]
-    if len(done) < 3:
-        return {}
     spans = _union(ranges_by_round, done)
     dists = optuna_space(spans)
     study = optuna.create_study(direction=Direction.of(mode).optuna)

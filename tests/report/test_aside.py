@@ -82,3 +82,9 @@ def test_records_that_do_not_pickle_leave_the_figures_to_the_driver(by_driver):
     with OptunaFiguresAside(records, *ARGS[1:]) as figures:
         assert _bytes(figures.drawn()) == by_driver
         assert not figures.by_child
+
+
+def test_too_few_trials_to_plot_start_no_child():
+    with OptunaFiguresAside(ARGS[0][:2], *ARGS[1:]) as figures:
+        assert figures.drawn() == {}
+        assert not figures.by_child  # a child would have drawn them (nothing) itself
