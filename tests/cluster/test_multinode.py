@@ -188,8 +188,10 @@ def test_a_trainable_in_an_uninstalled_folder_is_shipped_to_the_workers(ray_clus
 
 def test_worker_node_killed_mid_study_loses_no_result(ray_cluster, tmp_path):
     """Runs last: it kills worker 2. Trials last a few seconds so that one is surely running
-    on worker 2 when it dies, after worker 2 has finished another."""
-    epochs = 12
+    on worker 2 when it dies, after worker 2 has finished another: 48 epochs take ~4 s here, where
+    the MLflow view of a trial's end lags it by up to ~1.3 s (a bulk batch's wait and the
+    writer's idle tick), so the watch below has seconds to see both."""
+    epochs = 48
     spec = study("node-dies", model={"hidden": [128, 128]},
                  train={"epochs": epochs, "batch_size": 16},
                  search={"trials_per_round": 6, "max_failures": 2})
