@@ -10,12 +10,13 @@ pinned Ray and fails naming the one that is gone. Nothing outside this module re
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["TOUCHED", "in_worker_process", "keep_starting_actors", "kv_keys", "kv_put",
            "loopback_node", "memoized_trainable_lookups", "no_dashboard", "release_trial_state",
-           "session_name", "start_workers", "tune_actor_env", "warm_worker_config"]
+           "session_name", "shutdown_driver_first", "start_workers", "tune_actor_env",
+           "warm_worker_config"]
 
 #: Every private attribute this module touches, as (module, dotted attribute). The test imports
 #: each module and walks each attribute, so a Ray upgrade that drops one fails by name.
@@ -35,6 +36,9 @@ TOUCHED: tuple[tuple[str, str], ...] = (
     ("ray._private.ray_constants", "ENABLE_RAY_CLUSTER"),
     ("ray.tune.execution.tune_controller", "TuneController._maybe_reuse_cached_actor"),
     ("ray._private.node", "Node.start_api_server"),
+    ("ray._private.worker", "_global_node"),
+    ("ray._private.node", "Node.kill_all_processes"),
+    ("ray._private.node", "Node.destroy_external_storage"),
 )
 #: Ray's internal system-config keys hpo sets on a Ray it starts (``ray.init(_system_config=)``).
 SYSTEM_CONFIG_KEYS = ("preload_python_modules", "idle_worker_killing_time_threshold_ms")
@@ -223,3 +227,28 @@ def no_dashboard() -> Iterator[None]:
         yield
     finally:
         Node.start_api_server = before
+
+
+# 16. Stop a Ray this process started in two steps: the driver's connection now, on the caller's
+#    thread (its core worker's shutdown: ~0.26 s here), and the node's processes later, by the
+#    function returned (~1.1 s, which the caller runs on a thread of its own). ray.shutdown does
+#    both; run whole on a thread of its own, it let the caller's thread free a Ray object (an
+#    ObjectRef's or actor handle's __del__, a garbage collection) while the core worker shut
+#    down, and the core worker then ended the process: exit code 1, no message. Breaks if
+#    worker._global_node moves (then ray.shutdown stops the processes too, on the caller's
+#    thread: only slower) or the two Node methods do.
+def shutdown_driver_first() -> Callable[[], None]:
+    import ray
+    from ray._private import worker
+
+    node, worker._global_node = worker._global_node, None
+    ray.shutdown()  # with no node of its own to stop: the driver's connection alone
+    if node is None:
+        return lambda: None
+
+    def stop_processes() -> None:
+        if node.is_head():
+            node.destroy_external_storage()
+        node.kill_all_processes(check_alive=False, allow_graceful=True)
+
+    return stop_processes

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,9 @@ from hpo.errors import InputError, RunError
 from hpo.execution import _ray_private
 
 __all__ = ["WARM_WORKERS", "RayStart", "await_warm_workers", "check_reachable",
-           "code_runtime_env", "concurrent_trials", "prestart_warm_workers", "quiet_libraries",
-           "start_ray", "start_ray_soon", "warm_pool_started"]
+           "code_runtime_env", "concurrent_trials", "disconnect_local_ray",
+           "prestart_warm_workers", "quiet_libraries", "start_ray", "start_ray_soon",
+           "warm_pool_started"]
 
 # Ray Tune's per-trial CSV/JSON/TensorBoard loggers: the driver's MLflow callback replaces them.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -178,6 +180,15 @@ class RayStart:
                 ray.shutdown()
         finally:
             self._closed.set()
+
+
+def disconnect_local_ray() -> Callable[[], None]:
+    """Shut down the Ray this process started on this machine, all but its processes, and
+    return what stops those (~1.1 s here), for a thread of the caller's to run while it goes
+    on. The core worker shuts down here, on the caller's thread: ``ray.shutdown`` on a thread of
+    its own let the caller free an ObjectRef or actor handle meanwhile, and that ended the
+    process (``_ray_private`` touch 16)."""
+    return _ray_private.shutdown_driver_first()
 
 
 def start_ray_soon(address: str | None, study: Spec) -> RayStart | None:

@@ -107,7 +107,7 @@ def _run_study(spec: Spec, *, address: str | None, tracking_uri: str | None, qui
     data = prepare(spec)  # input errors (exit 2) before anything is logged
     import ray
 
-    from hpo.execution.cluster import check_reachable, start_ray
+    from hpo.execution.cluster import check_reachable, disconnect_local_ray, start_ray
 
     check_reachable(address)  # ray.init would retry for minutes, after the study run is written
     folder = _study_folder(spec, study_root)
@@ -148,7 +148,7 @@ def _run_study(spec: Spec, *, address: str | None, tracking_uri: str | None, qui
             study.journal.append("sanity")
         rounds = run_rounds(study, ray.put(data), data.num_classes if data is not None else 0)
         if started_ray:  # the trials are done: Ray's processes stop while the final work runs
-            stopping, started_ray = _in_background(ray.shutdown), False
+            stopping, started_ray = _in_background(disconnect_local_ray()), False
         result = _conclude(study, data, rounds, sanity)
         status = "FINISHED"
         return result
