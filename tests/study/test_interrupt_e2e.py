@@ -29,8 +29,9 @@ pytestmark = pytest.mark.slow
 
 # Trials long enough that one still runs when the signal lands: with 3 epochs both running
 # trials once ended, journaled, before the stop took hold (a fresh clone's make test), and
-# no trial was cut.
-TRIALS, EPOCHS = 6, 10
+# no trial was cut. 10 epochs came to take ~0.16 s a trial, under the journal's ~0.25 s lag;
+# 40 take ~0.5 s (and no trial of these seeds diverges, which a smaller batch made some do).
+TRIALS, EPOCHS = 6, 40
 
 
 def _study(name: str, *, sampler: str, rounds: int) -> dict:
