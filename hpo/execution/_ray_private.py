@@ -242,7 +242,11 @@ def shutdown_driver_first() -> Callable[[], None]:
     from ray._private import worker
 
     node, worker._global_node = worker._global_node, None
-    ray.shutdown()  # with no node of its own to stop: the driver's connection alone
+    try:
+        ray.shutdown()  # with no node of its own to stop: the driver's connection alone
+    except BaseException:
+        worker._global_node = node  # a later ray.shutdown stops its processes
+        raise
     if node is None:
         return lambda: None
 
