@@ -326,7 +326,7 @@ def _conclude(study: Study, data: Dataset, rounds: Rounds, sanity: list[Any] | N
                          sanity=sanity)
     tracker.log_text(study.run_id, markdown_report(result), "report.md")
     study.journal.append("study_end")
-    study.say(final_report(result))
+    print(final_report(result), flush=True)  # --quiet prints this alone: the study's result
     return result
 
 
