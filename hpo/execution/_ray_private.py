@@ -37,6 +37,7 @@ TOUCHED: tuple[tuple[str, str], ...] = (
     ("ray.tune.execution.tune_controller", "TuneController._maybe_reuse_cached_actor"),
     ("ray._private.node", "Node.start_api_server"),
     ("ray._private.worker", "_global_node"),
+    ("ray._private.node", "Node.is_head"),
     ("ray._private.node", "Node.kill_all_processes"),
     ("ray._private.node", "Node.destroy_external_storage"),
 )
@@ -234,14 +235,18 @@ def no_dashboard() -> Iterator[None]:
 #    function returned (~1.1 s, which the caller runs on a thread of its own). ray.shutdown does
 #    both; run whole on a thread of its own, it let the caller's thread free a Ray object (an
 #    ObjectRef's or actor handle's __del__, a garbage collection) while the core worker shut
-#    down, and the core worker then ended the process: exit code 1, no message. Breaks if
+#    down, and the core worker then ended the process: exit code 1, no message from hpo. The
+#    split holds while no other thread of the driver runs Python code as the core worker shuts
+#    down (today the tracking writers are joined by then, and Ray stops its own GC thread
+#    first); a thread that frees Ray objects there would bring the crash back. Breaks if
 #    worker._global_node moves (then ray.shutdown stops the processes too, on the caller's
-#    thread: only slower) or the two Node methods do.
+#    thread: only slower) or the three Node methods do (test_ray_private names them).
 def shutdown_driver_first() -> Callable[[], None]:
     import ray
     from ray._private import worker
 
-    node, worker._global_node = worker._global_node, None
+    node = getattr(worker, "_global_node", None)
+    worker._global_node = None
     try:
         ray.shutdown()  # with no node of its own to stop: the driver's connection alone
     except BaseException:

@@ -148,7 +148,8 @@ def _run_study(spec: Spec, *, address: str | None, tracking_uri: str | None, qui
             study.journal.append("sanity")
         rounds = run_rounds(study, ray.put(data), data.num_classes if data is not None else 0)
         if started_ray:  # the trials are done: Ray's processes stop while the final work runs
-            stopping, started_ray = _in_background(disconnect_local_ray()), False
+            with INTERRUPTS.deferred():  # a signal mid-way would lose the node to stop
+                stopping, started_ray = _in_background(disconnect_local_ray()), False
         result = _conclude(study, data, rounds, sanity)
         status = "FINISHED"
         return result

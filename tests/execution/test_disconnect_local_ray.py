@@ -4,7 +4,7 @@ on the study's thread, Ray's processes on a thread of their own (``disconnect_lo
 ``ray.shutdown`` whole on a thread of its own let the study's thread free Ray objects while
 Ray's core worker shut down, and the core worker then ended the driver: exit code 1, nothing on
 stderr from hpo, the study's end never written. The driver here is a process of its own that
-starts Ray as ``hpo search`` does, holds ObjectRefs, and frees a batch of them every 10 ms while
+starts Ray as ``hpo search`` does, holds ObjectRefs, and frees a batch of them every 5 ms while
 Ray stops, as a study's garbage collection may.
 """
 
@@ -24,7 +24,7 @@ from hpo.execution.cluster import disconnect_local_ray, start_ray
 
 assert start_ray(None)
 ours = [p.pid for p in psutil.Process().children(recursive=True)]
-batches = [[ray.put(i) for i in range(20)] for _ in range(200)]
+batches = [[ray.put(i) for i in range(10)] for _ in range(400)]
 if sys.argv[1] == "whole":
     stopping = threading.Thread(target=ray.shutdown)
 else:
@@ -32,11 +32,16 @@ else:
 stopping.start()
 while stopping.is_alive() and batches:
     del batches[-1]  # the refs' __del__, on this thread
-    time.sleep(0.01)
+    time.sleep(0.005)
 stopping.join()
 del batches
-gone = psutil.wait_procs([psutil.Process(pid) for pid in ours if psutil.pid_exists(pid)],
-                         timeout=30)[1] == []
+alive = []
+for pid in ours:
+    try:
+        alive.append(psutil.Process(pid))
+    except psutil.NoSuchProcess:
+        pass
+gone = psutil.wait_procs(alive, timeout=30)[1] == []
 print("ray stopped" if gone and not ray.is_initialized() else "ray left running", flush=True)
 """
 
@@ -57,9 +62,14 @@ def test_refs_freed_while_ray_stops_do_not_end_the_driver():
 
 @pytest.mark.slow
 def test_ray_shutdown_whole_on_a_thread_ends_the_driver_as_it_did():
-    """Why the shutdown is in two: the same driver with ``ray.shutdown`` on the thread dies.
-    Should this fail on a Ray upgrade, the upgrade fixed it, and touch 16 can go."""
-    done = run_driver("whole")
-    assert done.returncode == 1, (done.returncode, done.stdout, done.stderr[-3000:])
-    assert "ray stopped" not in done.stdout
-    assert "The core worker has already been shutdown" in done.stderr
+    """Why the shutdown is in two: the same driver with ``ray.shutdown`` on the thread dies
+    (exit code 1; Ray's "core worker has already been shutdown" on stderr, or nothing). It is a
+    race, lost in 31 of 32 runs under load: up to three tries. Should all three live on a Ray
+    upgrade, the upgrade may have fixed it, and touch 16 can go."""
+    tries = []
+    for _ in range(3):
+        done = run_driver("whole")
+        tries.append((done.returncode, done.stdout[-300:], done.stderr[-1000:]))
+        if done.returncode == 1 and "ray stopped" not in done.stdout:
+            return
+    pytest.fail(f"ray.shutdown on a thread left the driver alive 3 times: {tries}")
