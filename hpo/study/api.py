@@ -42,7 +42,8 @@ def search(study: StudyLike, *, seed: int | None = None, address: str | None = N
            tracking_uri: str | None = None, quiet: bool = False, force: bool = False,
            resume: bool = False, study_root: str | Path = "hpo_runs") -> Any:
     """Run a whole study (``hpo search``); returns its ``StudyResult``: ``best_config``,
-    ``best_metric``, ``trials`` (best first), ``run_id`` (the study's MLflow run), ``folder``."""
+    ``best_metric``, ``trials`` (best first), ``run_id`` (the study's MLflow run), ``folder``.
+    It prints the final report; ``quiet`` leaves out the checks, progress and round tables."""
     from hpo.execution.cluster import start_ray_soon
 
     spec = as_spec(study, seed=seed)
