@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["TOUCHED", "in_worker_process", "keep_starting_actors", "kv_keys", "kv_put",
-           "loopback_node", "memoized_trainable_lookups", "no_dashboard", "release_trial_state",
+           "lean_node", "loopback_node", "memoized_trainable_lookups", "release_trial_state",
            "session_name", "shutdown_driver_first", "start_workers", "tune_actor_env",
            "warm_worker_config"]
 
@@ -36,6 +36,9 @@ TOUCHED: tuple[tuple[str, str], ...] = (
     ("ray._private.ray_constants", "ENABLE_RAY_CLUSTER"),
     ("ray.tune.execution.tune_controller", "TuneController._maybe_reuse_cached_actor"),
     ("ray._private.node", "Node.start_api_server"),
+    ("ray._private.node", "Node.start_monitor"),
+    ("ray._private.node", "Node.start_log_monitor"),
+    ("ray._private.utils", "get_dashboard_dependency_error"),
     ("ray._private.worker", "_global_node"),
     ("ray._private.node", "Node.is_head"),
     ("ray._private.node", "Node.kill_all_processes"),
@@ -210,24 +213,48 @@ def keep_starting_actors() -> Iterator[None]:
         TuneController._maybe_reuse_cached_actor = reuse
 
 
-# 15. ray.init starts Ray's dashboard process even with ``include_dashboard=False`` (then only
-#    its usage-statistics module) and waits for it to answer before it starts the raylet: a
-#    Python process importing Ray, 0.4-1.5 s on the way to the first warm worker here, for
-#    nothing a study uses. While this is on, a Ray that hpo starts has no dashboard process.
-#    Breaks if Node.start_api_server moves (then the dashboard starts again: only slower).
+# 15. A Ray that hpo starts on this machine starts only what a study uses. ray.init starts, besides
+#    the GCS, the raylet and its agents:
+#    * Ray's dashboard process, even with ``include_dashboard=False`` (then only its
+#      usage-statistics module), and waits for it to answer before it starts the raylet: a
+#      Python process importing Ray, 0.4-1.5 s on the way to the first warm worker here;
+#    * the autoscaler's monitor (a Python process, ~0.4 s of CPU as it starts): a Ray of one
+#      machine has nothing to scale;
+#    * the log monitor (~0.4 s of CPU), which sends the workers' output to the drivers that ask
+#      for it: hpo's ray.init asks for none (``log_to_driver=False``); the logs stay in the
+#      session's files;
+#    * the raylet's dashboard agent with every module of a dashboard, after the driver has
+#      imported aiohttp and the rest of the dashboard's optional dependencies (~0.2 s) to see
+#      whether they are installed. Without a dashboard the agent runs minimal, as where they are
+#      not (``pip install ray``).
+#    Together ~0.4 s less from the driver's start to its warm workers being ready here. While
+#    this is on, a Ray that hpo starts has none of the first three and a minimal agent. Breaks
+#    if Node.start_api_server, start_monitor or start_log_monitor, or
+#    utils.get_dashboard_dependency_error, move (then that process starts again: only slower).
 @contextlib.contextmanager
-def no_dashboard() -> Iterator[None]:
+def lean_node() -> Iterator[None]:
+    from ray._private import utils
     from ray._private.node import Node
 
     def start_api_server(self: Any, *, include_dashboard: Any, raise_on_failure: Any) -> None:
         self._webui_url = None
 
-    before = Node.start_api_server
-    Node.start_api_server = start_api_server
+    def start_nothing(self: Any) -> None:
+        pass
+
+    def without_dashboard() -> ImportError:
+        return ImportError("a Ray that hpo starts has no dashboard")
+
+    before = (Node.start_api_server, Node.start_monitor, Node.start_log_monitor,
+              utils.get_dashboard_dependency_error)
+    Node.start_api_server, Node.start_monitor, Node.start_log_monitor = (
+        start_api_server, start_nothing, start_nothing)
+    utils.get_dashboard_dependency_error = without_dashboard
     try:
         yield
     finally:
-        Node.start_api_server = before
+        (Node.start_api_server, Node.start_monitor, Node.start_log_monitor,
+         utils.get_dashboard_dependency_error) = before
 
 
 # 16. Stop a Ray this process started in two steps: the driver's connection now, on the caller's

@@ -119,8 +119,8 @@ def start_ray(address: str | None, *, study: Spec | None = None) -> bool:
             finally:  # Ray has uploaded it by now
                 if env and Path(env["working_dir"]).name.startswith(CODE_PREFIX):
                     shutil.rmtree(env["working_dir"], ignore_errors=True)
-        else:  # this machine's alone: on the loopback address, no dashboard process
-            with _ray_private.loopback_node(), _ray_private.no_dashboard():
+        else:  # this machine's alone: on the loopback address, only what a study uses
+            with _ray_private.loopback_node(), _ray_private.lean_node():
                 ray.init(_node_ip_address=LOOPBACK, include_dashboard=False,
                          _system_config=_warm_workers(study), **kwargs)  # Ray adds to it
             _pool = _WarmPool(_ray_private.session_name(),
