@@ -227,7 +227,7 @@ def keep_starting_actors() -> Iterator[None]:
 #      imported aiohttp and the rest of the dashboard's optional dependencies (~0.2 s) to see
 #      whether they are installed. Without a dashboard the agent runs minimal, as where they are
 #      not (``pip install ray``).
-#    Together ~0.4 s less from the driver's start to its warm workers being ready here. While
+#    Together ~0.5 s less from the driver's start to its warm workers being ready here. While
 #    this is on, a Ray that hpo starts has none of the first three and a minimal agent. Breaks
 #    if Node.start_api_server, start_monitor or start_log_monitor, or
 #    utils.get_dashboard_dependency_error, move (then that process starts again: only slower).
