@@ -50,6 +50,19 @@ SYSTEM_CONFIG_KEYS = ("preload_python_modules", "idle_worker_killing_time_thresh
 RUN_METADATA_FIELDS = ("last_result", "metric_analysis", "metric_n_steps")
 
 
+@contextlib.contextmanager
+def _swapped(owner: Any, **values: Any) -> Iterator[None]:
+    """``owner``'s attributes set to ``values`` while the block runs, and put back after."""
+    before = {name: getattr(owner, name) for name in values}
+    for name, value in values.items():
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            setattr(owner, name, value)
+
+
 # 1. The Ray session's name: tells whether Ray still runs the session hpo started (its warm
 #    workers belong to it). Breaks if the worker's node object or its session_name moves.
 def session_name() -> str:
@@ -176,12 +189,8 @@ def release_trial_state(trial: Any) -> None:
 def loopback_node() -> Iterator[None]:
     from ray._private import ray_constants
 
-    before = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
+    with _swapped(ray_constants, ENABLE_RAY_CLUSTER=False):
         yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = before
 
 
 # 14. Tune gives a finished trial's actor (kept for reuse) to the first pending trial, even when
@@ -206,11 +215,8 @@ def keep_starting_actors() -> Iterator[None]:
             return False
         return reuse(self, trial)
 
-    TuneController._maybe_reuse_cached_actor = keeping
-    try:
+    with _swapped(TuneController, _maybe_reuse_cached_actor=keeping):
         yield
-    finally:
-        TuneController._maybe_reuse_cached_actor = reuse
 
 
 # 15. A Ray that hpo starts on this machine starts only what a study uses. ray.init starts, besides
@@ -245,16 +251,10 @@ def lean_node() -> Iterator[None]:
     def without_dashboard() -> ImportError:
         return ImportError("a Ray that hpo starts has no dashboard")
 
-    before = (Node.start_api_server, Node.start_monitor, Node.start_log_monitor,
-              utils.get_dashboard_dependency_error)
-    Node.start_api_server, Node.start_monitor, Node.start_log_monitor = (
-        start_api_server, start_nothing, start_nothing)
-    utils.get_dashboard_dependency_error = without_dashboard
-    try:
+    with (_swapped(Node, start_api_server=start_api_server, start_monitor=start_nothing,
+                   start_log_monitor=start_nothing),
+          _swapped(utils, get_dashboard_dependency_error=without_dashboard)):
         yield
-    finally:
-        (Node.start_api_server, Node.start_monitor, Node.start_log_monitor,
-         utils.get_dashboard_dependency_error) = before
 
 
 # 16. Stop a Ray this process started in two steps: the driver's connection now, on the caller's
