@@ -10,11 +10,11 @@ Ray stops, as a study's garbage collection may.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 import pytest
+
+from tests.fixtures.local_ray import run_python
 
 DRIVER = """
 import sys, threading, time
@@ -47,10 +47,7 @@ print("ray stopped" if gone and not ray.is_initialized() else "ray left running"
 
 
 def run_driver(way: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.run([sys.executable, "-c", DRIVER, way], capture_output=True, text=True,
-                          env=env, timeout=300, check=False)
+    return run_python("-c", DRIVER, way)
 
 
 def test_refs_freed_while_ray_stops_do_not_end_the_driver():

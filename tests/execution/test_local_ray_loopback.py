@@ -10,12 +10,10 @@ workers work on loopback), and reports its addresses and every port its processe
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 from hpo.execution import _ray_private
 from hpo.execution.cluster import LOOPBACK
+from tests.fixtures.local_ray import run_python
 
 START_AND_REPORT = """
 import json, os, sys
@@ -49,10 +47,7 @@ LOOPBACKS = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
 
 
 def test_the_local_ray_hpo_starts_listens_on_loopback_only():
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    env.pop("RAY_ADDRESS", None)
-    done = subprocess.run([sys.executable, "-c", START_AND_REPORT], capture_output=True,
-                          check=False, text=True, env=env, timeout=300)
+    done = run_python("-c", START_AND_REPORT)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["gcs"].rsplit(":", 1)[0] == LOOPBACK
