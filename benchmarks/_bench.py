@@ -163,18 +163,13 @@ def psutil() -> Any:
     return module
 
 
-@contextlib.contextmanager
-def patched(owner: Any, **attrs: Any) -> Iterator[None]:
-    """``owner``'s attributes set to ``attrs`` for the block, the old ones back after. hpo.study
-    imports what it calls from hpo.execution at call time, so patching the module reaches it."""
-    old = {name: getattr(owner, name) for name in attrs}
-    for name, value in attrs.items():
-        setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        for name, value in old.items():
-            setattr(owner, name, value)
+def patched(owner: Any, **attrs: Any) -> contextlib.AbstractContextManager[None]:
+    """``owner``'s attributes set to ``attrs`` for the block, the old ones back after
+    (``hpo._swap.swapped``). hpo.study imports what it calls from hpo.execution at call time, so
+    patching the module reaches it."""
+    from hpo._swap import swapped
+
+    return swapped(owner, **attrs)
 
 
 @contextlib.contextmanager

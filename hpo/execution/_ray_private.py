@@ -13,6 +13,8 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from hpo._swap import swapped
+
 __all__ = ["TOUCHED", "in_worker_process", "keep_starting_actors", "kv_keys", "kv_put",
            "lean_node", "loopback_node", "memoized_trainable_lookups", "release_trial_state",
            "session_name", "shutdown_driver_first", "start_workers", "tune_actor_env",
@@ -48,19 +50,6 @@ TOUCHED: tuple[tuple[str, str], ...] = (
 SYSTEM_CONFIG_KEYS = ("preload_python_modules", "idle_worker_killing_time_threshold_ms")
 #: What Tune's ``Trial.run_metadata`` must have for ``release_trial_state``.
 RUN_METADATA_FIELDS = ("last_result", "metric_analysis", "metric_n_steps")
-
-
-@contextlib.contextmanager
-def _swapped(owner: Any, **values: Any) -> Iterator[None]:
-    """``owner``'s attributes set to ``values`` while the block runs, and put back after."""
-    before = {name: getattr(owner, name) for name in values}
-    for name, value in values.items():
-        setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            setattr(owner, name, value)
 
 
 # 1. The Ray session's name: tells whether Ray still runs the session hpo started (its warm
@@ -189,7 +178,7 @@ def release_trial_state(trial: Any) -> None:
 def loopback_node() -> Iterator[None]:
     from ray._private import ray_constants
 
-    with _swapped(ray_constants, ENABLE_RAY_CLUSTER=False):
+    with swapped(ray_constants, ENABLE_RAY_CLUSTER=False):
         yield
 
 
@@ -215,7 +204,7 @@ def keep_starting_actors() -> Iterator[None]:
             return False
         return reuse(self, trial)
 
-    with _swapped(TuneController, _maybe_reuse_cached_actor=keeping):
+    with swapped(TuneController, _maybe_reuse_cached_actor=keeping):
         yield
 
 
@@ -251,9 +240,9 @@ def lean_node() -> Iterator[None]:
     def without_dashboard() -> ImportError:
         return ImportError("a Ray that hpo starts has no dashboard")
 
-    with (_swapped(Node, start_api_server=start_api_server, start_monitor=start_nothing,
+    with (swapped(Node, start_api_server=start_api_server, start_monitor=start_nothing,
                    start_log_monitor=start_nothing),
-          _swapped(utils, get_dashboard_dependency_error=without_dashboard)):
+          swapped(utils, get_dashboard_dependency_error=without_dashboard)):
         yield
 
 
